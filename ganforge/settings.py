@@ -1,0 +1,62 @@
+"""One settings object for the whole process, read once from ``GANFORGE_*`` variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GANFORGE_", env_file=".env", extra="ignore")
+
+    # Where MNIST lives (torchvision layout: <data_dir>/MNIST/raw). Downloaded there when absent
+    # unless ``download`` is off; tests and CI turn it off and point at a local copy.
+    data_dir: Path = Path("data")
+    download: bool = True
+    # Where ``ganforge train`` puts run directories (checkpoints, sample grids, loss curves).
+    runs_dir: Path = Path("runs")
+
+    # Quality gate: a registered model is labelled stage=production only when it passes.
+    gate_min_label_accuracy: float = Field(0.95, ge=0.0, le=1.0)  # conditional models
+    gate_max_class_kl: float = Field(0.1, ge=0.0)  # every model: mode coverage
+    # Samples the evaluator draws from a generator.
+    eval_samples: int = Field(10_000, ge=100, le=200_000)
+
+    # --- the job queue (Celery) ---
+    # Broker and result backend, e.g. redis://127.0.0.1:6379/0. With neither set, one machine
+    # works with no server: kombu's filesystem transport and Celery's file result backend under
+    # var_dir.
+    broker_url: str | None = None
+    result_backend: str | None = None
+    var_dir: Path = Path("var")
+    # An unacknowledged job goes back to the queue after this long: keep it above the longest
+    # job (a worker that dies mid-job is only noticed then). Redis broker only.
+    visibility_timeout: int = Field(12 * 3600, ge=1)
+    # Per-job limits, enforced by the worker: past the soft one the job checkpoints and fails,
+    # past the hard one it is interrupted.
+    job_soft_time_limit: int = Field(6 * 3600, ge=1)
+    job_time_limit: int = Field(6 * 3600 + 600, ge=1)
+    # A running job holds a lock it renews every few seconds; a lock not renewed for this long
+    # belongs to a dead worker and may be taken over by the next delivery of the job.
+    job_lock_ttl: int = Field(60, ge=2)
+    # The worker's Prometheus endpoint (0: none).
+    worker_metrics_port: int = Field(9101, ge=0, le=65535)
+
+    # --- the HTTP service ---
+    api_token: SecretStr | None = None  # bearer token for the job endpoints; no default
+    serve_workers: int = Field(1, ge=1, le=64)  # BentoML worker processes
+    serve_max_batch_size: int = Field(256, ge=1, le=4096)  # images per ONNX Runtime call
+    serve_max_latency_ms: float = Field(0.0, ge=0.0, le=1000.0)  # wait for a fuller batch
+    serve_inline_max: int = Field(4, ge=0, le=256)  # batches up to this run on the event loop
+    ort_threads: int = Field(0, ge=0, le=64)  # ONNX Runtime intra-op threads (0: up to 4)
+    model_poll_interval: float = Field(5.0, gt=0.0)  # seconds between model store checks
+
+    @property
+    def embedded_queue(self) -> bool:
+        return not self.broker_url and not self.result_backend
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

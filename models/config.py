@@ -1,0 +1,57 @@
+"""The typed configuration every GAN family is built from."""
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Conditioning = Literal["projection", "concat"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Architecture arguments shared by all families.
+
+    ``num_classes == 0`` builds the unconditional form; otherwise G embeds a label and D is
+    conditioned by projection (Miyato & Koyama, 2018) or by concatenating a label embedding.
+    """
+
+    latent_dim: int = 100
+    num_classes: int = 0
+    image_size: int = 28
+    channels: int = 1
+    width: int = 64  # base channel count (dcgan) or first hidden width (mlp)
+    embed_dim: int = 50  # length of G's label embedding, concatenated to z
+    spectral_norm: bool = False  # on every D layer
+    d_conditioning: Conditioning = "projection"
+    d_dropout: float = 0.3  # the classic MLP D's dropout; dcgan ignores it
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be at least 1, got {self.latent_dim}")
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be 0 (unconditional) or more, got {self.num_classes}")
+        if self.image_size != 28 or self.channels != 1:
+            raise ValueError("the families are built for 1x28x28 images (MNIST)")
+        if self.embed_dim < 1:
+            raise ValueError(f"embed_dim must be at least 1, got {self.embed_dim}")
+        if self.width < 8:
+            raise ValueError(f"width must be at least 8, got {self.width}")
+        if self.d_conditioning not in ("projection", "concat"):
+            raise ValueError(f"d_conditioning must be projection or concat, got {self.d_conditioning!r}")
+        if not 0.0 <= self.d_dropout < 1.0:
+            raise ValueError(f"d_dropout must be in [0, 1), got {self.d_dropout}")
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    @property
+    def g_input(self) -> int:
+        """Length of G's input: z, plus the label embedding when conditional."""
+        return self.latent_dim + (self.embed_dim if self.conditional else 0)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.image_size, self.image_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

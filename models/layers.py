@@ -1,0 +1,42 @@
+"""Small building blocks shared by the families."""
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
+    """Wrap ``layer`` in spectral normalisation when ``enabled``."""
+    return spectral_norm(layer) if enabled else layer
+
+
+class ProjectionHead(nn.Module):
+    """D's output from a feature vector: ``w.phi + b`` plus ``<embed(y), phi>`` when conditional.
+
+    The inner product with a class embedding is the projection discriminator's way to say
+    "is this a real image *of this class*" without concatenating labels to the input. The
+    embedding is left out of spectral norm: bounding it slowed label learning (README, "The
+    reference recipe").
+    """
+
+    def __init__(self, features: int, num_classes: int, sn: bool) -> None:
+        super().__init__()
+        self.linear = maybe_sn(nn.Linear(features, 1), sn)
+        self.embed = nn.Embedding(num_classes, features) if num_classes else None
+
+    def forward(self, phi: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        out = self.linear(phi).squeeze(1)
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("a conditional discriminator needs labels")
+            out = out + (self.embed(labels) * phi).sum(dim=1)
+        return out
+
+
+def check_labels(labels: torch.Tensor | None, num_classes: int, batch: int) -> None:
+    if torch.jit.is_tracing():  # shapes are symbolic while exporting
+        return
+    if num_classes and (labels is None or labels.shape != (batch,)):
+        raise ValueError(f"a conditional model needs labels of shape ({batch},)")
+    if not num_classes and labels is not None:
+        raise ValueError("an unconditional model takes no labels")

@@ -1,0 +1,69 @@
+"""GAN losses as pure functions of D's logits (and, for WGAN-GP, of D itself).
+
+Each family of loss is a pair ``(d_loss(real, fake), g_loss(fake))``; ``LOSSES`` maps the name a
+job spec uses to that pair.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+# --- minimax / non-saturating BCE (Goodfellow et al., 2014) ---------------------------------
+def bce_d_loss(real: torch.Tensor, fake: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    """``real_label < 1`` is one-sided label smoothing (Salimans et al., 2016): fakes stay at 0."""
+    real_loss = F.binary_cross_entropy_with_logits(real, torch.full_like(real, real_label))
+    return real_loss + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
+
+
+def nonsaturating_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
+
+
+def minimax_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    """The original ``min log(1 - D(G(z)))``; saturates early in training (kept for study)."""
+    return -F.softplus(fake).mean()
+
+
+# --- hinge (Lim & Ye, 2017; Miyato et al., 2018) --------------------------------------------
+def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def hinge_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+# --- Wasserstein with gradient penalty (Gulrajani et al., 2017) -----------------------------
+def wasserstein_d_loss(real: torch.Tensor, fake: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    return fake.mean() - real.mean()
+
+
+def wasserstein_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """``E[(||grad_x D(x_hat)||_2 - 1)^2]`` on random interpolates of real and fake images."""
+    alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device)
+    x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(dim=1) - 1.0) ** 2).mean()
+
+
+class GANLoss(NamedTuple):
+    d_loss: Callable[..., torch.Tensor]
+    g_loss: Callable[[torch.Tensor], torch.Tensor]
+    gradient_penalty: bool = False
+
+
+LOSSES: dict[str, GANLoss] = {
+    "bce": GANLoss(bce_d_loss, nonsaturating_g_loss),
+    "minimax": GANLoss(bce_d_loss, minimax_g_loss),
+    "hinge": GANLoss(hinge_d_loss, hinge_g_loss),
+    "wgan-gp": GANLoss(wasserstein_d_loss, wasserstein_g_loss, gradient_penalty=True),
+}

@@ -1,0 +1,69 @@
+"""The MLP GAN of the classic tutorials (Goodfellow et al., 2014; PyTorch-GAN's ``gan.py``).
+
+G: z [+ label embedding] -> 256 -> 512 -> 1024 -> 784, LeakyReLU(0.2), tanh output.
+D: image [+ label embedding] -> 1024 -> 512 -> 256 -> logit, LeakyReLU(0.2) and dropout.
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from models.config import ModelConfig
+from models.layers import ProjectionHead, check_labels, maybe_sn
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.conditional else None
+        w = cfg.width * 4  # 256 at the default width of 64
+        self.net = nn.Sequential(
+            nn.Linear(cfg.g_input, w),
+            nn.LeakyReLU(0.2),
+            nn.Linear(w, 2 * w),
+            nn.BatchNorm1d(2 * w),
+            nn.LeakyReLU(0.2),
+            nn.Linear(2 * w, 4 * w),
+            nn.BatchNorm1d(4 * w),
+            nn.LeakyReLU(0.2),
+            nn.Linear(4 * w, math.prod(cfg.image_shape)),
+            nn.Tanh(),
+        )
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(labels, self.cfg.num_classes, z.shape[0])
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(labels)], dim=1)
+        return self.net(z).view(-1, *self.cfg.image_shape)  # (N, 1, 28, 28)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        sn, w = cfg.spectral_norm, cfg.width * 4
+        concat = cfg.conditional and cfg.d_conditioning == "concat"
+        self.concat_embed = nn.Embedding(cfg.num_classes, cfg.num_classes) if concat else None
+        in_features = math.prod(cfg.image_shape) + (cfg.num_classes if concat else 0)
+        self.body = nn.Sequential(
+            maybe_sn(nn.Linear(in_features, 4 * w), sn),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(cfg.d_dropout),
+            maybe_sn(nn.Linear(4 * w, 2 * w), sn),
+            nn.LeakyReLU(0.2),
+            nn.Dropout(cfg.d_dropout),
+            maybe_sn(nn.Linear(2 * w, w), sn),
+            nn.LeakyReLU(0.2),
+        )
+        projection = cfg.num_classes if cfg.conditional and not concat else 0
+        self.head = ProjectionHead(w, projection, sn)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        check_labels(labels, self.cfg.num_classes, x.shape[0])
+        h = x.flatten(1)  # (N, 784)
+        if self.concat_embed is not None:
+            h = torch.cat([h, self.concat_embed(labels)], dim=1)
+        phi = self.body(h)  # (N, 256)
+        return self.head(phi, None if self.concat_embed is not None else labels)  # (N,) logits

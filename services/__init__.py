@@ -1,0 +1,1 @@
+"""Serving: ``sampling`` (ONNX Runtime generators, shared with the CLI and the evaluator)."""

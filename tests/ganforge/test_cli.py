@@ -1,0 +1,122 @@
+"""The ``ganforge`` command end to end, in subprocesses, against a temporary model store."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TINY = ["--width", "8", "--batch-size", "16", "--subset", "512", "--steps", "30",
+        "--sample-every", "10", "--checkpoint-every", "10", "--eval-samples", "500",
+        "--device", "cpu", "--no-progress"]
+
+
+def model_tags(cli) -> set[str]:
+    out = cli("models", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    return {m["tag"] for m in json.loads(out.stdout)}
+
+
+@pytest.fixture(scope="module")
+def trained(cli, tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("runs") / "cli-run"
+    out = cli("train", "--family", "dcgan", "--conditional", "--seed", "1", "--run-dir",
+              str(run_dir), "--json", *TINY)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout), run_dir
+
+
+def test_train_registers_an_evaluated_model(trained, cli) -> None:
+    result, run_dir = trained
+    assert result["tag"].startswith("mnist-dcgan-cond:")
+    assert result["steps"] == 30 and result["parity_error"] <= 1e-4
+    metrics = result["metrics"]
+    assert metrics["samples"] == 500 and len(metrics["per_class_accuracy"]) == 10
+    assert result["stage"] == "candidate"  # 30 steps cannot pass the 0.95 gate
+    for name in ("checkpoint.pt", "generator.onnx", "generator.pt", "history.jsonl", "losses.png",
+                 "samples/step-000030.png"):
+        assert (run_dir / name).exists(), name
+    assert result["tag"] in model_tags(cli)
+
+
+def test_unconditional_mlp_trains_and_samples(cli, tmp_path) -> None:
+    out = cli("train", "--family", "mlp", "--no-conditional", "--run-dir", str(tmp_path / "run"),
+              "--json", *TINY)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["tag"].startswith("mnist-mlp:") and result["metrics"]["label_accuracy"] is None
+    png = tmp_path / "mlp.png"
+    assert cli("sample", "--model", result["tag"], "-o", str(png)).returncode == 0
+    assert Image.open(png).size == (28, 28)
+    bad = cli("sample", "--model", result["tag"], "--digit", "3", "-o", str(png))
+    assert bad.returncode == 2 and "digit" in bad.stderr and "unconditional" in bad.stderr
+
+
+def test_models_list_table(trained, cli) -> None:
+    out = cli("models", "list")
+    assert out.returncode == 0 and trained[0]["tag"] in out.stdout and "STAGE" in out.stdout
+
+
+def test_evaluate_a_tag(trained, cli) -> None:
+    out = cli("evaluate", trained[0]["tag"], "--samples", "300", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["samples"] == 300 and 0 <= report["label_accuracy"] <= 1
+
+
+def test_sample_png_grid_npy_and_seeds(trained, cli, tmp_path) -> None:
+    tag = trained[0]["tag"]
+    one, again, other = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    for path, seed in ((one, "42"), (again, "42"), (other, "43")):
+        out = cli("sample", "--model", tag, "--digit", "7", "--seed", seed, "-o", str(path))
+        assert out.returncode == 0, out.stderr
+    assert Image.open(one).size == (28, 28) and Image.open(one).mode == "L"
+    assert one.read_bytes() == again.read_bytes()
+    assert one.read_bytes() != other.read_bytes()
+    grid = tmp_path / "grid.png"
+    assert cli("sample", "--model", tag, "--digit", "3", "--n", "16", "-o", str(grid)).returncode == 0
+    assert Image.open(grid).size == (4 * 30 + 2, 4 * 30 + 2)
+    arr = tmp_path / "x.npy"
+    assert cli("sample", "--model", tag, "--digit", "3", "--n", "5", "-o", str(arr)).returncode == 0
+    images = np.load(arr)
+    assert images.shape == (5, 1, 28, 28) and images.min() >= -1 and images.max() <= 1
+
+
+def test_resume_continues_a_run(trained, cli) -> None:
+    _, run_dir = trained
+    out = cli("train", "--resume", str(run_dir), "--steps", "40", "--eval-samples", "300",
+              "--no-progress", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["steps"] == 40
+    bad = cli("train", "--resume", str(run_dir), "--latent-dim", "5")
+    assert bad.returncode == 2 and "resume" in bad.stderr and "latent-dim" in bad.stderr
+    other = cli("train", "--run-dir", str(run_dir), *TINY, "--latent-dim", "5")
+    assert other.returncode == 2 and "run_dir" in other.stderr and "another config" in other.stderr
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (["train", "--family", "stylegan"], "family"),
+    (["train", "--latent-dim", "0"], "latent_dim"),
+    (["train", "--steps", "0"], "steps"),
+    (["train", "--data-dir", "/nonexistent/mnist"], "data_dir"),
+    (["train", "--device", "cuda"], "device"),
+    (["train", "--resume", "/nonexistent/run"], "resume"),
+    (["sample", "--model", "mnist-dcgan-cond", "--digit", "10", "-o", "/tmp/x.png"], "digit"),
+    (["sample", "--model", "mnist-dcgan-cond", "--digit", "-1", "-o", "/tmp/x.png"], "digit"),
+    (["sample", "--model", "mnist-dcgan-cond", "--digit", "3", "--n", "0", "-o", "/tmp/x.png"], "n"),
+    (["sample", "--model", "mnist-nothing", "--digit", "3", "-o", "/tmp/x.png"], "model"),
+    (["evaluate", "mnist-nothing"], "model"),
+])
+def test_bad_input_names_the_field_and_changes_nothing(trained, cli, args, field) -> None:
+    before = model_tags(cli)
+    tiny = TINY if args[0] == "train" and "--resume" not in args else []
+    out = cli(args[0], *tiny, *args[1:])  # the bad flag comes last, so it wins
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert field in out.stderr
+    assert "Traceback" not in out.stderr
+    assert model_tags(cli) == before
+
+
+def test_missing_data_with_downloads_off(cli, tmp_path) -> None:
+    out = cli("train", *TINY, env={"GANFORGE_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 2 and "data_dir" in out.stderr and "GANFORGE_DOWNLOAD" in out.stderr

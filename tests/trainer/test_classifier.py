@@ -1,0 +1,25 @@
+import torch
+
+from trainer import classifier
+
+
+def test_shipped_classifier_reaches_99_percent(mnist_test) -> None:
+    judge = classifier.load()
+    assert classifier.accuracy(judge, mnist_test) >= 0.99
+
+
+def test_features_are_the_penultimate_layer(mnist_test) -> None:
+    judge = classifier.load()
+    logits, feats = classifier.predict(judge, mnist_test.normalized(slice(0, 50)))
+    assert logits.shape == (50, 10) and feats.shape == (50, classifier.FEATURES)
+    assert torch.allclose(judge.classify(feats), logits, atol=1e-5)
+
+
+def test_random_shift_moves_pixels_within_bounds() -> None:
+    x = -torch.ones(3, 1, 28, 28)
+    x[:, :, 14, 14] = 1.0
+    out = classifier.random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    for img in out[:, 0]:
+        (r, c), = (img == 1.0).nonzero().tolist()
+        assert abs(r - 14) <= 2 and abs(c - 14) <= 2

@@ -1,0 +1,63 @@
+"""Test helpers: real ``ganforge worker`` processes and polling a job."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import ROOT, free_port
+from trainer import jobs
+
+TINY = {"family": "dcgan", "width": 8, "batch_size": 16, "subset": 512, "device": "cpu",
+        "sample_every": 50, "checkpoint_every": 50}
+
+
+class Worker:
+    """A ``ganforge worker`` in its own process group, logging to a file."""
+
+    def __init__(self, log: Path, env: dict[str, str] | None = None, queues: str = "cpu") -> None:
+        self.log, self.metrics_port = log, free_port()
+        env = {**os.environ, "GANFORGE_EVAL_SAMPLES": "500", **(env or {}),
+               "GANFORGE_WORKER_METRICS_PORT": str(self.metrics_port)}
+        with open(log, "w") as out:  # the child keeps its own handle
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ganforge.cli", "worker", "--queues", queues,
+                 "--name", f"test-{log.stem}@%h"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while "ready." not in log.read_text():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return urllib.request.urlopen(url, timeout=5).read().decode()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def wait_for(job_id: str, predicate, timeout: float = 240, every: float = 0.25):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        st = jobs.status(job_id)
+        seen.append(st)
+        if predicate(st):
+            return st, seen
+        time.sleep(every)
+    raise AssertionError(f"job {job_id} stuck in {seen[-1].state}: {seen[-1].progress}")

@@ -1,0 +1,84 @@
+"""The training job spec: one pydantic model, validated before anything runs or is queued.
+
+Its defaults are the reference recipe (see README, "The reference recipe"): a conditional DCGAN
+with a spectrally normalised projection discriminator, hinge loss and an EMA generator.
+"""
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from models import FAMILIES, LOSSES, ModelConfig
+
+NUM_CLASSES = 10  # MNIST
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- what to train ---
+    family: str = Field("dcgan", description=f"GAN family: one of {sorted(FAMILIES)}")
+    conditional: bool = Field(True, description="label-driven G and D")
+    loss: Literal["bce", "minimax", "hinge", "wgan-gp"] = Field("hinge", description="GAN loss")
+    latent_dim: int = Field(100, ge=1, le=1024, description="length of z")
+    width: int = Field(64, ge=8, le=512, description="base channels (dcgan) / units (mlp)")
+    embed_dim: int = Field(50, ge=1, le=1024, description="length of G's label embedding")
+    spectral_norm: bool = Field(True, description="spectral norm on every D layer")
+    d_conditioning: Literal["projection", "concat"] = Field(
+        "projection", description="how a conditional D sees the label")
+    real_label: float = Field(1.0, gt=0.0, le=1.0,
+                              description="target for real images in BCE (0.9: one-sided smoothing)")
+    gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
+    # --- how ---
+    batch_size: int = Field(64, ge=2, le=4096, description="images per D and G step")
+    lr_g: float = Field(4e-4, gt=0.0, le=1.0, description="Adam learning rate of G")
+    lr_d: float = Field(4e-4, gt=0.0, le=1.0, description="Adam learning rate of D")
+    beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam beta1")
+    beta2: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta2")
+    d_steps: int = Field(0, ge=0, le=100,
+                         description="D (critic) steps per G step; 0 = 5 for wgan-gp, else 1")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA decay of G (0: no EMA)")
+    steps: int = Field(3000, ge=1, le=10_000_000, description="G steps")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of weights, noise and data order")
+    subset: int = Field(0, ge=0, le=60_000, description="train on the first N images (0: all)")
+    # --- bookkeeping ---
+    sample_every: int = Field(500, ge=1, description="steps between sample grids")
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present")
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        if v not in FAMILIES:
+            raise ValueError(f"unknown family {v!r}; allowed: {', '.join(sorted(FAMILIES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        if self.subset and self.subset < self.batch_size:
+            raise ValueError(f"subset ({self.subset}) must be 0 or at least batch_size "
+                             f"({self.batch_size})")
+        if self.loss not in LOSSES:  # pragma: no cover - Literal already checks
+            raise ValueError(f"unknown loss {self.loss!r}")
+        return self
+
+    @property
+    def critic_steps(self) -> int:
+        return self.d_steps or (5 if self.loss == "wgan-gp" else 1)
+
+    @property
+    def num_classes(self) -> int:
+        return NUM_CLASSES if self.conditional else 0
+
+    @property
+    def model_name(self) -> str:
+        """The model store name: ``mnist-<family>[-cond]``."""
+        return f"mnist-{self.family}{'-cond' if self.conditional else ''}"
+
+    def architecture(self) -> ModelConfig:
+        return ModelConfig(latent_dim=self.latent_dim, num_classes=self.num_classes,
+                           width=self.width, embed_dim=self.embed_dim, spectral_norm=self.spectral_norm,
+                           d_conditioning=self.d_conditioning)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -1,0 +1,140 @@
+"""Judge a generator with the project's MNIST classifier.
+
+On ``n`` samples (default 10,000; a conditional model gets ``n/10`` per digit) it reports:
+- label accuracy, overall and per class (conditional models): does G draw the digit asked for;
+- the histogram of predicted classes and its KL divergence to uniform (mode coverage);
+- the Frechet classifier distance (FCD): Frechet distance between the classifier's penultimate
+  features of generated and test images, next to the same distance between real train and test
+  images (the baseline: what a perfect generator would score).
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from services.sampling import latents
+from trainer import classifier
+from trainer.data import Split, load_mnist
+
+NUM_CLASSES = 10
+# (z, labels | None) -> images in [-1, 1], (N, 1, 28, 28)
+SampleFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    samples: int
+    label_accuracy: float | None
+    per_class_accuracy: list[float] | None
+    class_histogram: list[int]
+    class_kl: float
+    fcd: float
+    fcd_baseline: float
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        acc = "n/a" if self.label_accuracy is None else f"{self.label_accuracy:.4f}"
+        return (f"label accuracy {acc} | class KL {self.class_kl:.4f} | FCD {self.fcd:.3f} "
+                f"(real train vs test: {self.fcd_baseline:.3f}) | {self.samples} samples")
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance between Gaussians fitted to feature sets ``a`` and ``b`` (rows)."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    # Tr sqrt(s1 s2) = Tr sqrt(sqrt(s1) s2 sqrt(s1)), the latter symmetric PSD
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    cross = np.linalg.eigvalsh(root1 @ s2 @ root1)
+    tr_covmean = np.sqrt(np.clip(cross, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def kl_to_uniform(hist: np.ndarray) -> float:
+    p = hist / max(hist.sum(), 1)
+    nz = p > 0
+    return float((p[nz] * np.log(p[nz] * len(p))).sum())
+
+
+@lru_cache(maxsize=1)
+def _judge() -> classifier.MnistCNN:
+    return classifier.load()
+
+
+def torch_sampler(generator: torch.nn.Module, device: torch.device) -> SampleFn:
+    """A SampleFn over a PyTorch generator (e.g. the EMA generator while it trains)."""
+
+    @torch.no_grad()
+    def sample(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        y = None if labels is None else torch.from_numpy(labels).to(device)
+        return generator(torch.from_numpy(z).to(device), y).cpu().numpy()  # type: ignore[no-any-return]
+
+    return sample
+
+
+@lru_cache(maxsize=2)
+def _reference(data_dir: Path, n: int) -> tuple[np.ndarray, float]:
+    """Test-set features and the real train-vs-test FCD baseline, computed once per process."""
+    judge = _judge()
+    test = load_mnist(data_dir, train=False)
+    train = load_mnist(data_dir, train=True)
+    _, test_feats = classifier.predict(judge, test.normalized())
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
+    _, train_feats = classifier.predict(judge, train.normalized(idx))
+    test_np = test_feats.numpy().astype(np.float64)
+    return test_np, frechet_distance(train_feats.numpy().astype(np.float64), test_np)
+
+
+def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: Path,
+             n: int = 10_000, seed: int = 0, batch: int = 1000) -> EvalReport:
+    """Draw ``n`` samples through ``sample`` and judge them."""
+    start = time.perf_counter()
+    judge = _judge()
+    z = latents(seed, n, latent_dim)
+    labels = np.arange(n) % NUM_CLASSES if conditional else None
+    preds, feats = [], []
+    for i in range(0, n, batch):
+        y = None if labels is None else labels[i : i + batch]
+        images = torch.from_numpy(sample(z[i : i + batch], y))
+        logits, f = classifier.predict(judge, images)
+        preds.append(logits.argmax(1).numpy())
+        feats.append(f.numpy())
+    pred = np.concatenate(preds)
+    hist = np.bincount(pred, minlength=NUM_CLASSES)
+    acc = per_class = None
+    if labels is not None:
+        hit = pred == labels
+        acc = float(hit.mean())
+        per_class = [round(float(hit[labels == c].mean()), 4) for c in range(NUM_CLASSES)]
+    test_feats, baseline = _reference(Path(data_dir).resolve(), min(n, 10_000))
+    fcd = frechet_distance(np.concatenate(feats).astype(np.float64), test_feats)
+    return EvalReport(samples=n, label_accuracy=acc, per_class_accuracy=per_class,
+                      class_histogram=hist.tolist(), class_kl=round(kl_to_uniform(hist), 5),
+                      fcd=round(fcd, 4), fcd_baseline=round(baseline, 4),
+                      seconds=round(time.perf_counter() - start, 2))
+
+
+def real_images_sampler(split: Split) -> SampleFn:
+    """A 'generator' that returns real images of the requested digits: the evaluator's ceiling."""
+    by_class = [split.normalized(split.labels == c) for c in range(NUM_CLASSES)]
+    counters = [0] * NUM_CLASSES
+
+    def sample(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        ys = labels if labels is not None else np.arange(len(z)) % NUM_CLASSES
+        out = []
+        for y in ys:
+            pool = by_class[int(y)]
+            out.append(pool[counters[y] % len(pool)])
+            counters[y] += 1
+        return torch.stack(out).numpy()
+
+    return sample

@@ -1,0 +1,97 @@
+"""The Celery app: built here, once, from settings. Its one task lives in ``trainer.tasks``.
+
+Broker and result backend come from ``GANFORGE_BROKER_URL`` / ``GANFORGE_RESULT_BACKEND``
+(Redis in production and tests). With neither set the app runs on one machine with no server:
+kombu's filesystem transport and Celery's file result backend, under ``GANFORGE_VAR_DIR``.
+
+Reliability: a job is acknowledged only when it ends (``task_acks_late``), a job whose worker
+process is lost is requeued (``task_reject_on_worker_lost``), a worker reserves one job at a time
+(``worker_prefetch_multiplier=1``), and an unacknowledged job returns to the queue after
+``visibility_timeout``, where the next delivery resumes it from its checkpoint.
+
+Queues: ``gpu`` and ``cpu``. A spec asking for ``device=cuda`` goes to ``gpu``; every other job
+to ``cpu``. A GPU worker consumes both (``ganforge worker`` picks its queues from the hardware).
+"""
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from ganforge.settings import Settings, get_settings
+
+TASK_NAME = "ganforge.train_gan"
+QUEUES = ("gpu", "cpu")
+
+
+def queue_for(spec: dict[str, Any]) -> str:
+    return "gpu" if spec.get("device") == "cuda" else "cpu"
+
+
+def route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **kw: Any) -> Any:
+    """Celery router: training jobs go to the queue their device asks for."""
+    if name == TASK_NAME:
+        return {"queue": queue_for(args[0] if args else kwargs.get("spec", {}))}
+    return None
+
+
+def broker_settings(settings: Settings) -> dict[str, Any]:
+    if settings.embedded_queue:
+        var = settings.var_dir.resolve()
+        folder = var / "broker" / "queue"
+        processed = var / "broker" / "processed"
+        control = var / "broker" / "control"  # broadcast (pidbox) exchanges; kombu's default is ./control
+        results = var / "results"
+        for d in (folder, processed, control, results):
+            d.mkdir(parents=True, exist_ok=True)
+        return {
+            "broker_url": "filesystem://",
+            "broker_transport_options": {"data_folder_in": str(folder),
+                                         "data_folder_out": str(folder),
+                                         "processed_folder": str(processed),
+                                         "control_folder": str(control),
+                                         "store_processed": False},
+            "result_backend": f"file://{results}",
+        }
+    broker = settings.broker_url or settings.result_backend
+    quick = settings.visibility_timeout < 600  # tests and small setups: restore promptly
+    return {
+        "broker_url": broker,
+        "result_backend": settings.result_backend or broker,
+        "broker_transport_options": {
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": 1 if quick else 10,
+            "unacked_restore_throttle": 1 if quick else 10,
+        },
+        "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
+    }
+
+
+def make_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery("ganforge", include=["trainer.tasks"])
+    app.conf.update(
+        **broker_settings(settings),
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        result_extended=True,
+        result_expires=None,  # a job's record outlives the default one day
+        task_default_queue="cpu",
+        task_routes=(route,),
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    return app
+
+
+def var_path(settings: Settings, *parts: str) -> Path:
+    return settings.var_dir.resolve().joinpath(*parts)
+
+
+app = make_app()

@@ -1,0 +1,254 @@
+"""The worker side of the queue: the ``train_gan`` task, its progress reports and metrics.
+
+The task is thin: it takes a validated spec (a dict, never tensors), and re-fetches everything
+else (the job's cancel flag, its checkpoint, the model store) so that a redelivered or duplicated
+job is safe to run again: a job that already registered its model returns that model, and a job
+whose previous worker died resumes from its last checkpoint.
+"""
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from celery import Task, signals
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from prometheus_client import Counter, Gauge, Histogram
+
+from ganforge.errors import GanforgeError, TrainingCancelled
+from ganforge.settings import Settings, get_settings
+from trainer.config import TrainConfig
+from trainer.jobs import CANCELLED, PROGRESS, JobStore, job_store
+from trainer.loop import Callback, GANTrainer
+from trainer.queue import TASK_NAME, app
+
+log = logging.getLogger(__name__)
+
+STEPS = Counter("ganforge_training_steps_total", "G steps trained by this worker", ["family"])
+IMAGES_PER_SECOND = Gauge("ganforge_training_images_per_second",
+                          "Real images per second through D in the running job", ["family"])
+JOBS = Counter("ganforge_jobs_total", "Jobs that ended on this worker, by final state",
+               ["family", "state"])
+RUNNING = Gauge("ganforge_jobs_running", "Jobs running on this worker", ["family"])
+DURATION = Histogram("ganforge_job_duration_seconds", "Wall time of one job delivery",
+                     ["family", "state"],
+                     buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800))
+
+
+class JobFailed(GanforgeError):
+    """What a job that failed for a known reason reports (plain args: survives JSON results)."""
+
+
+class JobReporter(Callback):
+    """Publishes PROGRESS to the result backend, counts steps, answers ``should_stop``."""
+
+    def __init__(self, task: Task, job_id: str, cfg: TrainConfig, store: JobStore,
+                 deadline: float, run_dir: str) -> None:
+        self.task, self.job_id, self.cfg, self.store = task, job_id, cfg, store
+        self.deadline, self.run_dir = deadline, run_dir
+        self.resumed_from = 0
+        self.timed_out = False
+        self.meta: dict[str, Any] = {}
+        self._last_report = self._last_check = 0.0
+        self._stop = False
+
+    def publish(self, trainer: GANTrainer, logs: dict[str, float], phase: str) -> None:
+        self.meta = self.describe(trainer, logs, phase)
+        self.task.update_state(state=PROGRESS, meta=self.meta)
+        self._last_report = time.monotonic()
+
+    def describe(self, trainer: GANTrainer, logs: dict[str, float], phase: str) -> dict[str, Any]:
+        cfg = trainer.cfg
+        rate = trainer.images_per_s
+        left = (cfg.steps - trainer.step) * cfg.batch_size * cfg.critic_steps
+        sample_dir = os.path.join(self.run_dir, "samples")
+        grids = sorted(os.listdir(sample_dir)) if os.path.isdir(sample_dir) else []
+        return {
+            "phase": phase,
+            "step": trainer.step,
+            "total": cfg.steps,
+            "resumed_from": self.resumed_from,
+            "checkpoint_step": trainer.step - trainer.step % cfg.checkpoint_every,
+            "images_per_s": round(rate, 1),
+            "d_loss": logs.get("d_loss"),
+            "g_loss": logs.get("g_loss"),
+            "eta_s": round(left / rate, 1) if rate > 0 else None,
+            "sample": os.path.join(sample_dir, grids[-1]) if grids else None,
+            "run_dir": self.run_dir,
+            "worker": self.task.request.hostname,
+        }
+
+    def on_train_start(self, trainer: GANTrainer) -> None:
+        self.resumed_from = trainer.step
+        if trainer.step:
+            log.info("job %s resumes from step %d", self.job_id, trainer.step)
+        self.publish(trainer, {}, "training")
+
+    def on_step_end(self, trainer: GANTrainer, logs: dict[str, float]) -> None:
+        STEPS.labels(self.cfg.family).inc()
+        IMAGES_PER_SECOND.labels(self.cfg.family).set(logs["images_per_s"])
+        if time.monotonic() - self._last_report >= 1.0 or trainer.step == trainer.cfg.steps:
+            self.publish(trainer, logs, "training")
+
+    def on_train_end(self, trainer: GANTrainer, cancelled: bool) -> None:
+        IMAGES_PER_SECOND.labels(self.cfg.family).set(0)
+        if cancelled:  # the checkpoint of this very step is written by now
+            self.meta = self.describe(trainer, {}, "cancelled")
+        else:
+            self.publish(trainer, {}, "evaluating")
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if not self._stop and now - self._last_check >= 0.5:
+            self._last_check = now
+            if time.time() > self.deadline:
+                self.timed_out = self._stop = True
+            elif self.store.cancel_requested(self.job_id):
+                self._stop = True
+        return self._stop
+
+
+class LockKeeper:
+    """Holds the job's lock while the job runs, renewing it from a background thread."""
+
+    def __init__(self, store: JobStore, job_id: str, ttl: int) -> None:
+        self.store, self.job_id, self.ttl = store, job_id, ttl
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True, name="job-lock")
+
+    def acquire(self) -> bool:
+        if not self.store.acquire(self.job_id, self.owner, self.ttl):
+            return False
+        self._thread.start()
+        return True
+
+    def _renew(self) -> None:
+        while not self._done.wait(max(self.ttl / 4, 0.5)):
+            if not self.store.acquire(self.job_id, self.owner, self.ttl):
+                log.warning("job %s: lost its lock to another worker", self.job_id)
+
+    def release(self) -> None:
+        self._done.set()
+        self.store.release(self.job_id, self.owner)
+
+
+def _hard_limit(seconds: int) -> None:
+    """Arm SIGALRM for the hard time limit (the solo pool runs the task in the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TimeLimitExceeded(f"job ran past its hard time limit of {seconds} s")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+
+
+def finished_result(job_id: str) -> dict[str, Any] | None:
+    """The model a previous delivery of this job registered, as the task's result."""
+    from trainer import store
+
+    model = store.find_run(job_id)
+    if model is None:
+        return None
+    return {"tag": model.tag, "stage": model.stage, "created": False,
+            "steps": model.metadata.get("steps"), "metrics": model.metadata.get("metrics")}
+
+
+def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    from trainer import pipeline
+
+    settings = settings or get_settings()
+    job_id = task.request.id
+    cfg = TrainConfig.model_validate(spec)
+    store = job_store(settings)
+    done = finished_result(job_id)
+    if done is not None:
+        log.info("job %s registered %s before; not training again", job_id, done["tag"])
+        return done
+    if store.cancel_requested(job_id):
+        task.update_state(state=CANCELLED, meta={"step": 0, "total": cfg.steps})
+        JOBS.labels(cfg.family, CANCELLED).inc()
+        raise Ignore()
+    lock = LockKeeper(store, job_id, settings.job_lock_ttl)
+    if not lock.acquire():  # a live worker runs this job: look again once its lock could lapse
+        raise task.retry(countdown=settings.job_lock_ttl, max_retries=None)
+
+    run_dir = settings.runs_dir.resolve() / job_id
+    reporter = JobReporter(task, job_id, cfg, store, time.time() + settings.job_soft_time_limit,
+                           str(run_dir))
+    family, state, start = cfg.family, "FAILURE", time.monotonic()
+    RUNNING.labels(family).inc()
+    _hard_limit(settings.job_time_limit)
+    try:
+        result = pipeline.run(cfg, run_dir, settings=settings, run_id=job_id,
+                              callbacks=[reporter], should_stop=reporter.should_stop,
+                              progress_bar=False)
+        state = "SUCCESS"
+        return {**result.to_dict(), "resumed_from": reporter.resumed_from}
+    except TrainingCancelled:
+        if reporter.timed_out:
+            raise SoftTimeLimitExceeded(f"job ran past its soft time limit of "
+                                        f"{settings.job_soft_time_limit} s; checkpoint kept at "
+                                        f"step {reporter.meta.get('step')}") from None
+        state = CANCELLED
+        task.update_state(state=CANCELLED, meta=reporter.meta)
+        raise Ignore() from None
+    except GanforgeError as exc:
+        raise JobFailed(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.alarm(0)
+        lock.release()
+        RUNNING.labels(family).dec()
+        JOBS.labels(family, state).inc()
+        DURATION.labels(family, state).observe(time.monotonic() - start)
+
+
+@app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
+def train_gan(self: Task, spec: dict[str, Any]) -> dict[str, Any]:
+    """Train, evaluate, export and register the generator that ``spec`` describes."""
+    return execute(self, spec)
+
+
+class QueueLength:
+    """``ganforge_queue_length{queue}``: jobs waiting in each queue, read from Redis on scrape
+    (the backlog alert's input). Nothing on the embedded default."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, socket_timeout=2)
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from trainer.queue import QUEUES
+
+        family = GaugeMetricFamily("ganforge_queue_length", "Jobs waiting in each queue",
+                                   labels=["queue"])
+        try:
+            for queue in QUEUES:
+                family.add_metric([queue], self.redis.llen(queue))
+        except Exception as exc:  # a scrape must not fail because the broker blinked
+            log.warning("queue length unavailable: %s", exc)
+        yield family
+
+
+@signals.worker_init.connect
+def _start_metrics(**_: Any) -> None:
+    settings = get_settings()
+    if not settings.worker_metrics_port:
+        return
+    from prometheus_client import REGISTRY, start_http_server
+
+    url = settings.broker_url or settings.result_backend
+    if url and url.startswith(("redis://", "rediss://")):
+        REGISTRY.register(QueueLength(url))
+    start_http_server(settings.worker_metrics_port)
+    log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)
