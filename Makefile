@@ -24,9 +24,10 @@ data: install
 	p = Path('$(GANFORGE_DATA_DIR)'); p.mkdir(parents=True, exist_ok=True); \
 	has_mnist(p) or load_mnist(p, download=True); print('MNIST at', p)"
 
-# Debian's wrk (load tests) and prometheus (promtool, the scrape test): installed when missing
+# Debian's wrk (load tests), prometheus (promtool, the scrape test) and chromium (the playground
+# test, driven by Playwright): installed when missing
 # and we may (root, as on CI).
-DEBS := wrk prometheus
+DEBS := wrk prometheus chromium
 tools:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -2,6 +2,7 @@
 
 import io
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,4 +39,9 @@ def encode_png(pixels: np.ndarray) -> bytes:
 
 
 def save_png(pixels: np.ndarray, path: str | Path) -> None:
-    Image.fromarray(pixels).save(path, format="PNG")
+    """Written to a temporary name, then renamed: a reader (the service showing a job's newest
+    grid) never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(pixels).save(tmp, format="PNG")
+    os.replace(tmp, path)

@@ -13,6 +13,7 @@ from ganforge.images import encode_png, make_grid, to_uint8
 from services import metrics
 from services.registry import LoadedModel
 from services.sampling import latents as seeded_latents
+from services.sampling import slerp
 
 Format = Literal["png", "npy"]
 
@@ -59,6 +60,19 @@ async def by_latents(loaded: LoadedModel, latents: list[list[float]],
     with np.errstate(over="ignore"):
         z = np.asarray(latents, dtype=np.float32)  # beyond float32's range becomes inf: refused
     return await sample(loaded, z, labels_for(loaded, digits, len(z)))
+
+
+async def interpolation(loaded: LoadedModel, digit: int | None, seed_a: int, seed_b: int,
+                        steps: int) -> np.ndarray:
+    """``steps`` images along the spherical path from ``seed_a``'s latent to ``seed_b``'s."""
+    dim = loaded.model.spec.latent_dim
+    z = slerp(seeded_latents(seed_a, 1, dim)[0], seeded_latents(seed_b, 1, dim)[0], steps)
+    return await sample(loaded, z, labels_for(loaded, None if digit is None else [digit], steps))
+
+
+def strip_png(images: np.ndarray) -> bytes:
+    """The images side by side in one row (2-pixel gaps), as one PNG."""
+    return encode_png(make_grid(to_uint8(images), nrow=len(images)))
 
 
 async def encoded(images: np.ndarray, fmt: Format) -> bytes:

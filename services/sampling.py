@@ -26,6 +26,24 @@ def latents(seed: int, n: int, latent_dim: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, latent_dim), dtype=np.float32)
 
 
+def slerp(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
+    """``steps`` points on the great circle from ``a`` to ``b`` (both ends included), with the
+    norm interpolated linearly: Gaussian latents live near a sphere, and a straight line between
+    two of them passes through the low-norm middle that the generator never saw in training."""
+    if steps < 2:
+        raise InvalidInput("steps", f"must be at least 2, got {steps}")
+    t = np.linspace(0.0, 1.0, steps)[:, None]
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    cos = float(np.clip(np.dot(a / na, b / nb), -1.0, 1.0))
+    omega = np.arccos(cos)
+    if np.sin(omega) < 1e-6:  # (anti)parallel: any great circle would do; keep to the chord
+        dirs = (1 - t) * a / na + t * b / nb
+    else:
+        dirs = (np.sin((1 - t) * omega) * a / na + np.sin(t * omega) * b / nb) / np.sin(omega)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    return (dirs * ((1 - t) * na + t * nb)).astype(np.float32)
+
+
 def gpu_present() -> bool:
     """An NVIDIA driver is loaded (checked without initialising CUDA)."""
     return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()

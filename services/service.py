@@ -12,12 +12,14 @@ import hmac
 import logging
 import threading
 import time
+from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
 import bentoml
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ganforge import __version__
@@ -33,12 +35,23 @@ bentoml_fixes.apply()
 
 app = FastAPI(title="ganforge", version=__version__,
               description="Sample MNIST digits from trained GAN generators; queue training jobs.")
+PLAYGROUND = FilePath(__file__).with_name("playground")
+# The page's own files only: no inline script, no third-party origin, images from the service or
+# the page's own data:/blob: URLs.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+                                           "object-src 'none'; base-uri 'none'",
+                "Cache-Control": "no-cache"}
+app.mount("/playground", StaticFiles(directory=PLAYGROUND), name="playground")
 
 Digit = Annotated[int, Field(ge=0, le=9)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Latent = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1,
                                                                                max_length=1024)]
 ModelTag = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ModelQuery = Annotated[str | None, Query(min_length=1, max_length=200,
+                                         pattern=r"^[A-Za-z0-9_.:-]+$",
+                                         description="name or name:version; default: the default")]
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9-]{1,64}$")]
 
 
 class GenerateRequest(BaseModel):
@@ -161,8 +174,7 @@ class Ganforge:
         digit: Annotated[int | None, Query(ge=0, le=9, description="digit to draw")] = None,
         n: Annotated[int, Query(ge=1, le=256, description="images; a grid when > 1")] = 1,
         seed: Annotated[int | None, Query(ge=0, le=MAX_SEED)] = None,
-        model: Annotated[str | None, Query(min_length=1, max_length=200,
-                                           pattern=r"^[A-Za-z0-9_.:-]+$")] = None,
+        model: ModelQuery = None,
         format: Literal["png", "npy"] = "png",
     ) -> Response:
         loaded = self.models.get(model)
@@ -183,6 +195,27 @@ class Ganforge:
         if body.format == "npy":
             return await _image_response(images, "npy", loaded.tag, seed)
         return {"model": loaded.tag, "seed": seed, "images": generate.png_list(images)}
+
+    @app.get("/interpolate", response_class=Response,
+             responses={200: {"content": {"image/png": {}}}})
+    async def interpolate(
+        self,
+        seed_a: Annotated[int, Query(ge=0, le=MAX_SEED, description="seed of the first latent")],
+        seed_b: Annotated[int, Query(ge=0, le=MAX_SEED, description="seed of the last latent")],
+        digit: Annotated[int | None, Query(ge=0, le=9, description="digit to draw")] = None,
+        steps: Annotated[int, Query(ge=2, le=32, description="images in the strip")] = 8,
+        model: ModelQuery = None,
+    ) -> Response:
+        """A PNG strip: ``steps`` images along the spherical path between two seeds' latents."""
+        loaded = self.models.get(model)
+        images = await generate.interpolation(loaded, digit, seed_a, seed_b, steps)
+        return Response(generate.strip_png(images), media_type="image/png",
+                        headers={"X-Model": loaded.tag, "X-Steps": str(steps)})
+
+    @app.get("/", response_class=FileResponse, include_in_schema=False)
+    async def playground(self) -> FileResponse:
+        """The web playground (services/playground/)."""
+        return FileResponse(PLAYGROUND / "index.html", headers=PAGE_HEADERS)
 
     @app.get("/version")
     async def version(self) -> dict[str, str]:
@@ -208,15 +241,24 @@ class Ganforge:
         return {"jobs": [st.to_dict() for st in jobs.list_jobs(limit)]}
 
     @app.get("/jobs/{job_id}", dependencies=[Depends(require_token)])
-    def job_status(self, job_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9-]{1,64}$")]
-                   ) -> dict[str, Any]:
+    def job_status(self, job_id: JobId) -> dict[str, Any]:
         from trainer import jobs
 
         return jobs.status(job_id).to_dict()
 
+    @app.get("/jobs/{job_id}/{name}", dependencies=[Depends(require_token)],
+             response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def job_artifact(self, job_id: JobId, name: Literal["samples.png", "losses.png"]
+                     ) -> Response:
+        """The job's newest fixed-noise sample grid, or its loss curves, as PNG."""
+        from trainer import jobs
+
+        file_name, data = jobs.artifact(job_id, name)
+        return Response(data, media_type="image/png",
+                        headers={"Cache-Control": "no-store", "X-File": file_name})
+
     @app.delete("/jobs/{job_id}", dependencies=[Depends(require_token)])
-    def cancel_job(self, job_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9-]{1,64}$")]
-                   ) -> dict[str, Any]:
+    def cancel_job(self, job_id: JobId) -> dict[str, Any]:
         from trainer import jobs
 
         return jobs.cancel(job_id).to_dict()

@@ -27,6 +27,16 @@ class JobNotFound(GanforgeError, LookupError):
     http_status = 404
 
 
+class ArtifactNotReady(GanforgeError, LookupError):
+    """The job exists but has not written that file yet (or ran on a machine whose runs folder
+    this process cannot see)."""
+
+    http_status = 404
+
+
+ARTIFACTS = ("samples.png", "losses.png")
+
+
 @dataclass(frozen=True)
 class JobRecord:
     id: str
@@ -219,6 +229,35 @@ def list_jobs(limit: int = 100) -> list[JobStatus]:
     if not 1 <= limit <= 10_000:
         raise InvalidInput("limit", f"must be between 1 and 10000, got {limit}")
     return [status(r.id) for r in job_store().all()[:limit]]
+
+
+def artifact(job_id: str, name: str) -> tuple[str, bytes]:
+    """A file of the job's run folder (``GANFORGE_RUNS_DIR/<job id>``, shared by workers and the
+    service): ``samples.png``, its newest fixed-noise grid, or ``losses.png``, its loss curves.
+    Returns the file's own name and its bytes."""
+    path = _artifact_path(job_id, name)
+    try:
+        return path.name, path.read_bytes()
+    except FileNotFoundError:  # the run folder went away between the look and the read
+        raise ArtifactNotReady(f"job {job_id}: {name} is gone from its run folder") from None
+
+
+def _artifact_path(job_id: str, name: str) -> Path:
+    if name not in ARTIFACTS:
+        raise InvalidInput("name", f"must be one of {', '.join(ARTIFACTS)}, got {name!r}")
+    if job_store().get(job_id) is None:
+        raise JobNotFound(f"job: no job {job_id!r}")
+    run_dir = get_settings().runs_dir.resolve() / job_id
+    if name == "samples.png":
+        grids = sorted((run_dir / "samples").glob("step-*.png"))
+        if grids:
+            return grids[-1]
+        raise ArtifactNotReady(f"job {job_id} has no sample grid yet (the first one is drawn "
+                               f"when training starts)")
+    if (run_dir / name).exists():
+        return run_dir / name
+    raise ArtifactNotReady(f"job {job_id} has no loss curves yet (drawn every sample_every "
+                           f"steps)")
 
 
 def cancel(job_id: str) -> JobStatus:

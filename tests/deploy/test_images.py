@@ -21,6 +21,7 @@ def test_bentoml_build_packs_the_service(tmp_path) -> None:
     assert info["service"] == "services.service:Ganforge"
     root = bento.parent
     assert (root / "src" / "services" / "assets" / "default" / "generator.onnx").exists()
+    assert (root / "src" / "services" / "playground" / "playground.js").exists()
     assert not (root / "src" / "tests").exists() and not (root / "src" / ".venv").exists()
     requirements = (root / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime" in requirements and "bentoml" in requirements

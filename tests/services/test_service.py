@@ -57,6 +57,23 @@ def test_same_seed_same_bytes_and_grids(server) -> None:
     assert arr.shape == (5, 1, 28, 28) and arr.min() >= -1 and arr.max() <= 1
 
 
+def test_interpolate_walks_from_one_seed_to_the_other(server) -> None:
+    params = {"digit": 7, "seed_a": 1, "seed_b": 2, "steps": 8}
+    with server.client() as c:
+        r = c.get("/interpolate", params=params)
+        ends = [decode(c.get("/generate", params={"digit": 7, "seed": s}).content) for s in (1, 2)]
+        again = c.get("/interpolate", params=params).content
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    strip = decode(r.content)
+    assert strip.shape == (32, 8 * 30 + 2) and r.content == again
+    frames = [strip[2:30, 2 + 30 * i: 30 + 30 * i].astype(int) for i in range(8)]
+    # both ends are the seeds' own images (batched float32 may differ by a level)
+    assert np.abs(frames[0] - ends[0]).max() <= 2 and np.abs(frames[-1] - ends[1]).max() <= 2
+    steps = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:], strict=False)]
+    assert max(steps) < np.abs(frames[-1] - frames[0]).mean()  # a walk, not a jump
+    assert (read_digits([f.astype(np.uint8) for f in frames]) == 7).sum() >= 7
+
+
 def test_post_by_latents_and_by_digits(server) -> None:
     z = np.random.default_rng(0).standard_normal((3, 100)).round(4).tolist()
     with server.client() as c:
@@ -103,10 +120,20 @@ BAD_GETS = [
 ]
 
 
-@pytest.mark.parametrize(("params", "field"), BAD_GETS)
-def test_bad_get_is_4xx_naming_the_parameter(server, params, field) -> None:
+BAD_WALKS = [({"seed_a": 1, "seed_b": 2, "steps": 1, "digit": 7}, "steps"),
+             ({"seed_a": 1, "seed_b": 2, "steps": 33, "digit": 7}, "steps"),
+             ({"seed_a": -1, "seed_b": 2, "digit": 7}, "seed_a"),
+             ({"seed_a": 1, "digit": 7}, "seed_b"),
+             ({"seed_a": 1, "seed_b": 2, "digit": 10}, "digit"),
+             ({"seed_a": 1, "seed_b": 2}, "digit")]
+
+
+@pytest.mark.parametrize(("route", "params", "field"),
+                         [("/generate", *bad) for bad in BAD_GETS]
+                         + [("/interpolate", *bad) for bad in BAD_WALKS])
+def test_bad_get_is_4xx_naming_the_parameter(server, route, params, field) -> None:
     with server.client() as c:
-        r = c.get("/generate", params=params)
+        r = c.get(route, params=params)
     assert 400 <= r.status_code < 500, r.text
     assert field in r.text
 
@@ -162,6 +189,7 @@ def test_job_endpoints_need_the_token(server) -> None:
         assert c.get("/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert c.post("/jobs", json={"steps": 10}).status_code == 401
         assert c.delete("/jobs/abc").status_code == 401
+        assert c.get("/jobs/abc/samples.png").status_code == 401
 
 
 def _register_copy(server, stage: str, corrupt: bool = False) -> str:
@@ -244,6 +272,13 @@ def test_jobs_over_http_train_a_servable_model(server, tmp_path, redis_db) -> No
         finally:
             worker.stop()
         assert st["state"] == "SUCCESS", st
+        grid = c.get(f"/jobs/{job_id}/samples.png")
+        assert grid.status_code == 200 and grid.headers["x-file"] == "step-000100.png"
+        assert decode(grid.content).shape == (10 * 30 + 2, 10 * 30 + 2)
+        curves = c.get(f"/jobs/{job_id}/losses.png")
+        assert curves.status_code == 200 and curves.content.startswith(b"\x89PNG")
+        assert c.get(f"/jobs/{job_id}/history.jsonl").status_code == 422
+        assert c.get("/jobs/0123abcd/samples.png").status_code == 404
         tag = st["result"]["tag"]
         img = c.get("/generate", params={"model": tag, "digit": 3, "seed": 1})
         assert img.status_code == 200 and img.headers["x-model"] == tag
