@@ -296,6 +296,7 @@ async function refreshJobs() {
     fail($("jobs-status"), err);
     listFailed = true;
     if (err.status === 401) { forgetToken(); return; }
+    if (err.status === 503) return;  // job endpoints switched off: asking again will not help
   }
   pollTimer = setTimeout(refreshJobs, active ? 1000 : 5000);
 }
@@ -305,6 +306,7 @@ async function submitJob(event) {
   const status = $("jobs-status");
   try {
     const steps = wholeNumber($("job-steps"), "Steps", 1, 10000000);
+    say(status, "Submitting…");
     const spec = {
       family: $("job-family").value,
       conditional: $("job-conditional").checked,

@@ -3,6 +3,7 @@
 ``/usr/bin/chromium`` (``make tools`` installs it)."""
 
 import base64
+import re
 import shutil
 import time
 
@@ -116,6 +117,22 @@ def test_clicking_7_draws_sevens_and_the_strip_appears(page) -> None:
     assert page.errors == []
 
 
+def submit(page, family: str, loss: str, steps: int):
+    """Submit a job with the page's form; returns the locator of its row."""
+    from playwright.sync_api import expect
+
+    page.select_option("#job-family", family)
+    page.select_option("#job-loss", loss)
+    page.fill("#job-steps", str(steps))
+    page.click("#job-form button[type=submit]")  # the status says "Submitting…" at once
+    status = page.locator("#jobs-status")
+    expect(status).to_have_text(re.compile(r"^Job [0-9a-f]{8} queued\.$"))
+    short_id = status.inner_text().split()[1]
+    row = page.locator(f"li.job[data-job^='{short_id}']")
+    expect(row).to_have_count(1)
+    return row
+
+
 def test_jobs_panel_submits_a_job_and_watches_it_finish(page, server, tmp_path, redis_db) -> None:
     from playwright.sync_api import expect
 
@@ -127,12 +144,7 @@ def test_jobs_panel_submits_a_job_and_watches_it_finish(page, server, tmp_path, 
 
     worker = Worker(tmp_path / "worker.log", env=server.env)
     try:
-        page.select_option("#job-family", "mlp")
-        page.select_option("#job-loss", "bce")
-        page.fill("#job-steps", "300")
-        page.click("#job-form button[type=submit]")
-        expect(page.locator("#jobs-status")).to_contain_text("queued")
-        job = page.locator("li.job").first
+        job = submit(page, "mlp", "bce", steps=300)
         bar = job.locator("progress")
         seen: list[float] = []
         deadline = time.monotonic() + 300
@@ -143,9 +155,17 @@ def test_jobs_panel_submits_a_job_and_watches_it_finish(page, server, tmp_path, 
                 seen.append(value)
             time.sleep(0.1)
         seen.append(bar.evaluate("p => p.value"))
+        assert job.get_attribute("data-state") == "SUCCESS", job.inner_text()
+
+        # a long job, stopped from the page: it ends cancelled and says where
+        long = submit(page, "mlp", "hinge", steps=1_000_000)
+        expect(long).to_have_attribute("data-state", "PROGRESS", timeout=120_000)
+        long.locator("button.cancel").click()
+        expect(long).to_have_attribute("data-state", "CANCELLED", timeout=60_000)
+        expect(long.locator(".job-line")).to_contain_text("its checkpoint is kept")
+        expect(long.locator("button.cancel")).to_be_hidden()
     finally:
         worker.stop()
-    assert job.get_attribute("data-state") == "SUCCESS", job.inner_text()
     assert seen == sorted(seen), seen  # the bar only moves forward
     assert any(0 < v < 1 for v in seen), seen  # ...through the middle...
     assert seen[-1] == 1  # ...to done
