@@ -5,6 +5,7 @@ Each loaded version has its own ONNX Runtime session and batcher. A swap replace
 entry (atomic for the event loop); requests already queued on the old version finish there.
 """
 
+import asyncio
 import json
 import logging
 import shutil
@@ -134,6 +135,18 @@ class ModelRegistry:
             while len(self.pinned) > 4:  # keep a few older versions warm
                 self.pinned.popitem(last=False)[1].batcher.close()
             return loaded
+
+    async def aget(self, tag: str | None) -> LoadedModel:
+        """``get`` for the event loop: a served or already pinned model at once; a version that
+        must be loaded first (~0.1 s, or longer while a refresh holds the lock) loads on a worker
+        thread, so other requests keep flowing meanwhile."""
+        if tag and ":" in tag:
+            live = self.live.get(tag.split(":", 1)[0])
+            hit = live if live is not None and live.tag == tag else self.pinned.get(tag)
+            if hit is None:
+                return await asyncio.to_thread(self.get, tag)
+            return hit
+        return self.get(tag)  # the default or a name: never loads
 
     def describe(self) -> list[dict[str, Any]]:
         return [m.describe() for m in sorted(self.live.values(), key=lambda x: x.model.name)]

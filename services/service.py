@@ -177,14 +177,14 @@ class Ganforge:
         model: ModelQuery = None,
         format: Literal["png", "npy"] = "png",
     ) -> Response:
-        loaded = self.models.get(model)
+        loaded = await self.models.aget(model)
         seed = generate.pick_seed(seed)
         images = await generate.by_seed(loaded, None if digit is None else [digit], n, seed)
         return await _image_response(images, format, loaded.tag, seed)
 
     @app.post("/generate", response_model=None)
     async def generate_post(self, body: GenerateRequest) -> Response | dict[str, Any]:
-        loaded = self.models.get(body.model)
+        loaded = await self.models.aget(body.model)
         seed = None
         if body.latents is not None:
             images = await generate.by_latents(loaded, body.latents, body.digits)
@@ -207,7 +207,7 @@ class Ganforge:
         model: ModelQuery = None,
     ) -> Response:
         """A PNG strip: ``steps`` images along the spherical path between two seeds' latents."""
-        loaded = self.models.get(model)
+        loaded = await self.models.aget(model)
         images = await generate.interpolation(loaded, digit, seed_a, seed_b, steps)
         return Response(generate.strip_png(images), media_type="image/png",
                         headers={"X-Model": loaded.tag, "X-Steps": str(steps)})
