@@ -4,9 +4,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 IMAGES = Counter("ganforge_images_generated_total", "Images generated",
                  ["model", "version"])
-REQUESTS = Counter("ganforge_generate_requests_total", "Generate requests by status code",
+REQUESTS = Counter("ganforge_generate_requests_total",
+                   "Sampling requests (/generate, /interpolate) by route and status code",
                    ["route", "code"])
-LATENCY = Histogram("ganforge_generate_request_seconds", "Generate request latency",
+LATENCY = Histogram("ganforge_generate_request_seconds",
+                    "Sampling request latency (/generate, /interpolate)",
                     ["route"],
                     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 BATCH_SIZE = Histogram("ganforge_batch_size", "Images per batch the batcher formed",

@@ -77,18 +77,21 @@ async def _invalid(request: Request, exc: ValidationError | RequestValidationErr
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+SAMPLING_ROUTES = frozenset({"/generate", "/interpolate"})
+
+
 class RequestMetrics:
-    """Pure ASGI middleware (BaseHTTPMiddleware costs a task per request): counts /generate
-    requests by status code and times them."""
+    """Pure ASGI middleware (BaseHTTPMiddleware costs a task per request): counts the sampling
+    routes' requests by status code and times them."""
 
     def __init__(self, asgi: Any) -> None:
         self.asgi = asgi
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != "/generate":
+        if scope["type"] != "http" or scope["path"] not in SAMPLING_ROUTES:
             await self.asgi(scope, receive, send)
             return
-        route = f"{scope['method']} /generate"
+        route = f"{scope['method']} {scope['path']}"
         start, code = time.perf_counter(), 500
 
         async def send_and_see(message: Any) -> None:

@@ -109,6 +109,16 @@ def test_metrics_rise_with_traffic(server) -> None:
     assert server.metric("ganforge_generate_requests_total", code="200") == ok + 1
     assert server.metric("ganforge_generate_request_seconds_count") >= 1
     assert server.metric("ganforge_model_info", provider="CPUExecutionProvider") == 1
+    walks = server.metric("ganforge_generate_requests_total", route="GET /interpolate")
+    with server.client() as c:
+        c.get("/interpolate", params={"digit": 1, "seed_a": 1, "seed_b": 2, "steps": 5})
+        c.get("/interpolate", params={"digit": 1, "seed_a": 1, "seed_b": 2, "steps": 50})
+    assert server.metric("ganforge_images_generated_total") == before + 15
+    assert server.metric("ganforge_generate_requests_total", route="GET /interpolate",
+                         code="200") >= 1
+    assert server.metric("ganforge_generate_requests_total", route="GET /interpolate",
+                         code="422") >= 1
+    assert server.metric("ganforge_generate_requests_total", route="GET /interpolate") == walks + 2
 
 
 BAD_GETS = [
