@@ -16,7 +16,7 @@ COPY ganforge ganforge
 COPY models models
 COPY trainer trainer
 COPY services services
-RUN /opt/ganforge/bin/pip install . && useradd --uid 10001 --create-home ganforge
+RUN /opt/ganforge/bin/pip install '.[train]' && useradd --uid 10001 --create-home ganforge
 USER 10001
 ENV PATH=/opt/ganforge/bin:$PATH
 ENTRYPOINT ["ganforge"]

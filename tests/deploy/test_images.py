@@ -25,9 +25,14 @@ def test_bentoml_build_packs_the_service(tmp_path) -> None:
     assert not (root / "src" / "tests").exists() and not (root / "src" / ".venv").exists()
     requirements = (root / "env" / "python" / "requirements.txt").read_text()
     assert "onnxruntime" in requirements and "bentoml" in requirements
+    # serving needs no PyTorch (the `train` extra): gigabytes kept out of the service image
+    names = {line.split("=")[0].split(">")[0].split(";")[0].split("[")[0].strip().lower()
+             for line in requirements.splitlines() if line.strip() and not line.startswith("#")}
+    assert not names & {"torch", "torchvision", "matplotlib"}, names
     assert "FROM python:3.11" in (root / "env" / "docker" / "Dockerfile").read_text()
 
 
 def test_worker_dockerfile_builds_the_cli_on_a_cuda_base() -> None:
     text = (ROOT / "deploy" / "docker" / "worker.Dockerfile").read_text()
     assert "nvidia/cuda" in text and 'ENTRYPOINT ["ganforge"]' in text and "USER 10001" in text
+    assert "'.[train]'" in text  # the worker trains: PyTorch comes with the train extra

@@ -1,3 +1,8 @@
+import subprocess
+import sys
+from pathlib import Path
+from typing import get_args
+
 import pytest
 from pydantic import ValidationError
 
@@ -30,8 +35,28 @@ def test_invalid_fields_are_named(changes: dict, field: str) -> None:
 
 
 def test_unknown_family_lists_allowed() -> None:
-    with pytest.raises(ValidationError, match="allowed: dcgan, mlp"):
+    with pytest.raises(ValidationError, match="'mlp' or 'dcgan'"):
         TrainConfig(family="big")
+
+
+def test_spec_names_are_the_registries_names() -> None:
+    """The spec spells the names out (no torch needed to validate one); they must stay equal."""
+    import models
+    from trainer.config import Family, Loss
+
+    assert set(get_args(Family)) == set(models.FAMILIES)
+    assert set(get_args(Loss)) == set(models.LOSSES)
+
+
+def test_validating_a_spec_needs_no_torch() -> None:
+    """The service validates job specs: it must not pull in torch (its image has none)."""
+    code = ("import sys; import services.service; from trainer import jobs; "
+            "jobs.validate_spec({'family': 'mlp', 'steps': 5}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
 
 
 def test_subset_must_hold_a_batch() -> None:
