@@ -123,9 +123,9 @@ class ModelRegistry:
             if tag in self.live:
                 return self.live[tag]
             raise ModelNotFound(f"model: {tag!r} is not served; served: {sorted(self.live)}")
-        name = tag.split(":", 1)[0]
-        if name in self.live and self.live[name].tag == tag:
-            return self.live[name]
+        served = self._served(tag)
+        if served is not None:
+            return served
         with self._lock:
             if tag in self.pinned:
                 self.pinned.move_to_end(tag)
@@ -140,13 +140,14 @@ class ModelRegistry:
         """``get`` for the event loop: a served or already pinned model at once; a version that
         must be loaded first (~0.1 s, or longer while a refresh holds the lock) loads on a worker
         thread, so other requests keep flowing meanwhile."""
-        if tag and ":" in tag:
-            live = self.live.get(tag.split(":", 1)[0])
-            hit = live if live is not None and live.tag == tag else self.pinned.get(tag)
-            if hit is None:
-                return await asyncio.to_thread(self.get, tag)
-            return hit
-        return self.get(tag)  # the default or a name: never loads
+        if tag and ":" in tag and (self._served(tag) or self.pinned.get(tag)) is None:
+            return await asyncio.to_thread(self.get, tag)
+        return self.get(tag)  # no loading on this path
+
+    def _served(self, tag: str) -> LoadedModel | None:
+        """The live model when ``name:version`` is the version its name serves."""
+        live = self.live.get(tag.split(":", 1)[0])
+        return live if live is not None and live.tag == tag else None
 
     def describe(self) -> list[dict[str, Any]]:
         return [m.describe() for m in sorted(self.live.values(), key=lambda x: x.model.name)]

@@ -47,9 +47,9 @@ Digit = Annotated[int, Field(ge=0, le=9)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Latent = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1,
                                                                                max_length=1024)]
-ModelTag = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")]
-ModelQuery = Annotated[str | None, Query(min_length=1, max_length=200,
-                                         pattern=r"^[A-Za-z0-9_.:-]+$",
+MODEL_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # name or name:version
+ModelTag = Annotated[str, Field(min_length=1, max_length=200, pattern=MODEL_PATTERN)]
+ModelQuery = Annotated[str | None, Query(min_length=1, max_length=200, pattern=MODEL_PATTERN,
                                          description="name or name:version; default: the default")]
 JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9-]{1,64}$")]
 

@@ -242,6 +242,11 @@ def artifact(job_id: str, name: str) -> tuple[str, bytes]:
         raise ArtifactNotReady(f"job {job_id}: {name} is gone from its run folder") from None
 
 
+def latest_grid(run_dir: Path) -> Path | None:
+    """The newest ``samples/step-XXXXXX.png`` (trainer.callbacks.SampleGrid writes them)."""
+    return max((run_dir / "samples").glob("step-*.png"), default=None)
+
+
 def _artifact_path(job_id: str, name: str) -> Path:
     if name not in ARTIFACTS:
         raise InvalidInput("name", f"must be one of {', '.join(ARTIFACTS)}, got {name!r}")
@@ -249,9 +254,9 @@ def _artifact_path(job_id: str, name: str) -> Path:
         raise JobNotFound(f"job: no job {job_id!r}")
     run_dir = get_settings().runs_dir.resolve() / job_id
     if name == "samples.png":
-        grids = sorted((run_dir / "samples").glob("step-*.png"))
-        if grids:
-            return grids[-1]
+        grid = latest_grid(run_dir)
+        if grid is not None:
+            return grid
         raise ArtifactNotReady(f"job {job_id} has no sample grid yet (the first one is drawn "
                                f"when training starts)")
     if (run_dir / name).exists():

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from celery import Task, signals
@@ -22,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from ganforge.errors import GanforgeError, TrainingCancelled
 from ganforge.settings import Settings, get_settings
 from trainer.config import TrainConfig
-from trainer.jobs import CANCELLED, PROGRESS, JobStore, job_store
+from trainer.jobs import CANCELLED, PROGRESS, JobStore, job_store, latest_grid
 from trainer.loop import Callback, GANTrainer
 from trainer.queue import TASK_NAME, app
 
@@ -65,8 +66,7 @@ class JobReporter(Callback):
         cfg = trainer.cfg
         rate = trainer.images_per_s
         left = (cfg.steps - trainer.step) * cfg.batch_size * cfg.critic_steps
-        sample_dir = os.path.join(self.run_dir, "samples")
-        grids = sorted(os.listdir(sample_dir)) if os.path.isdir(sample_dir) else []
+        grid = latest_grid(Path(self.run_dir))
         return {
             "phase": phase,
             "step": trainer.step,
@@ -77,7 +77,7 @@ class JobReporter(Callback):
             "d_loss": logs.get("d_loss"),
             "g_loss": logs.get("g_loss"),
             "eta_s": round(left / rate, 1) if rate > 0 else None,
-            "sample": os.path.join(sample_dir, grids[-1]) if grids else None,
+            "sample": str(grid) if grid else None,
             "run_dir": self.run_dir,
             "worker": self.task.request.hostname,
         }

@@ -228,10 +228,10 @@ function fraction(job) {
 // Which of the job's images exist by now (asking for one that does not would be a 404).
 function artifacts(job) {
   const p = job.progress || {};
-  const trained = job.state === "SUCCESS" || p.phase === "evaluating" || p.phase === "cancelled";
+  const ended = ["SUCCESS", "CANCELLED"].includes(job.state) || p.phase === "evaluating";
   return {
-    "samples.png": trained || job.state === "CANCELLED" || !!p.sample,
-    "losses.png": trained || job.state === "CANCELLED" || (p.step || 0) >= (job.spec.sample_every || Infinity),
+    "samples.png": ended || !!p.sample,
+    "losses.png": ended || (p.step || 0) >= (job.spec.sample_every || Infinity),
   };
 }
 
