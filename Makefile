@@ -24,10 +24,10 @@ data: install
 	p = Path('$(GANFORGE_DATA_DIR)'); p.mkdir(parents=True, exist_ok=True); \
 	has_mnist(p) or load_mnist(p, download=True); print('MNIST at', p)"
 
-# Debian's wrk (load tests), prometheus (promtool, the scrape test) and chromium (the playground
-# test, driven by Playwright): installed when missing
-# and we may (root, as on CI).
-DEBS := wrk prometheus chromium
+# Debian's wrk (load tests), prometheus (promtool, the scrape test), chromium (the playground
+# test, driven by Playwright) and dataset-fashion-mnist (the real Fashion-MNIST, gz IDX files
+# under /usr/share/datasets): installed when missing and we may (root, as on CI).
+DEBS := wrk prometheus chromium dataset-fashion-mnist
 tools:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -38,9 +38,11 @@ tools:
 test: data tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# ruff, mypy, and the layers (import-linter contracts in pyproject.toml)
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Reproduce the evaluator's classifier weights (trainer/assets/mnist_cnn.pt), ~3 min on 2 cores.
 classifier: data

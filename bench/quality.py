@@ -38,8 +38,8 @@ def main() -> None:
     import torch
 
     from ganforge.settings import get_settings
+    from ganforge.spec import TrainConfig
     from trainer import pipeline
-    from trainer.config import TrainConfig
 
     settings = get_settings()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

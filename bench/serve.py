@@ -83,7 +83,7 @@ def wrk(url: str, connections: int, seconds: int, threads: int = 1) -> dict:
 
 def compute_floor(seconds: float) -> dict[str, float]:
     """In-process ONNX Runtime images/s on the shipped generator (same session settings)."""
-    from services.sampling import GeneratorSpec, OnnxGenerator
+    from ganforge.generator import GeneratorSpec, OnnxGenerator
 
     spec = GeneratorSpec(100, 10)
     result = {}

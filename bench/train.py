@@ -19,7 +19,7 @@ import time
 import torch
 
 from ganforge.settings import get_settings
-from trainer.config import TrainConfig
+from ganforge.spec import TrainConfig
 from trainer.data import load_mnist
 from trainer.evaluate import evaluate, torch_sampler
 from trainer.loop import Callback, GANTrainer

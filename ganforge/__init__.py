@@ -1,9 +1,10 @@
 """ganforge: train, evaluate, export and serve GANs.
 
-The packages beside this one hold the product: ``models`` (GAN families and losses),
-``trainer`` (training loop, evaluation, ONNX export, model store) and ``services``
-(sampling and the HTTP service). This package holds what they share: settings, errors,
-image helpers and the ``ganforge`` command line.
+This package is the core both sides stand on, free of torch: ``settings``, ``errors``,
+``files`` (atomic writes), ``images``, ``generator`` (the ONNX generator), ``card`` (the model
+card), ``store`` (the model store), ``spec`` (the job spec), ``queue`` (the Celery app) and
+``jobs`` (job records and the job client); plus ``cli``, the one face that reaches the trainer
+too. It imports nothing of ``models``, ``trainer`` or ``services``.
 """
 
 from importlib.metadata import PackageNotFoundError, version

@@ -11,6 +11,8 @@
     ganforge serve [--port 3000]    # the HTTP service
 
 Every user error ends with one line naming the field and a non-zero exit (2), never a traceback.
+This module is the one face of ganforge allowed to reach both sides: the core and the trainer
+(imported inside the commands that need torch, so ``ganforge jobs`` and ``serve`` start quickly).
 """
 
 import argparse
@@ -24,11 +26,12 @@ from pydantic import ValidationError
 
 from ganforge import __version__
 from ganforge.errors import GanforgeError, InvalidInput
+from ganforge.generator import MAX_IMAGES
 
 
 def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, typed from the field; defaults stay with the config."""
-    from trainer.config import TrainConfig
+    from ganforge.spec import TrainConfig
 
     group = parser.add_argument_group("training config (defaults: the reference recipe)")
     for name, field in TrainConfig.model_fields.items():
@@ -79,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="draw images from a registered generator")
     s.add_argument("--model", required=True, help="model name or name:version")
     s.add_argument("--digit", type=int, help="digit 0-9 (conditional models)")
-    s.add_argument("--n", type=int, default=1, help="images (1-256); a grid when more than 1")
+    s.add_argument("--n", type=int, default=1,
+                   help=f"images (1-{MAX_IMAGES}); a grid when more than 1")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("-o", "--output", type=Path, required=True, help=".png or .npy")
 
@@ -129,21 +133,16 @@ def _settings(data_dir: Path | None) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ganforge.spec import TrainConfig
     from trainer import pipeline
     from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
-    from trainer.config import TrainConfig
 
     given = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields}
     if args.resume is not None:
         ckpt_path = args.resume / CHECKPOINT_NAME
         if not ckpt_path.exists():
             raise InvalidInput("resume", f"no {CHECKPOINT_NAME} in {args.resume}")
-        others = ", ".join("--" + k.replace("_", "-") for k in sorted(set(given) - {"steps", "device"}))
-        if others:
-            raise InvalidInput("resume", "the config comes from the checkpoint; only --steps and "
-                                         f"--device may change (got {others})")
-        saved = load_checkpoint(ckpt_path)["config"]
-        cfg = TrainConfig.model_validate({**saved, **given})
+        cfg = TrainConfig.resumed(load_checkpoint(ckpt_path)["config"], given)
         run_dir = args.resume
     else:
         cfg = TrainConfig.model_validate(given)
@@ -167,14 +166,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from services.sampling import OnnxGenerator
-    from trainer import store
+    from ganforge import store
+    from ganforge.generator import OnnxGenerator
     from trainer.evaluate import evaluate
 
     settings = _settings(args.data_dir)
     model = store.get_model(args.tag)
-    session = OnnxGenerator(model.onnx_path, model.spec)
-    report = evaluate(session, latent_dim=model.spec.latent_dim,
+    report = evaluate(OnnxGenerator(model.onnx_path, model.spec), latent_dim=model.spec.latent_dim,
                       conditional=model.spec.conditional, data_dir=settings.data_dir,
                       n=args.samples or settings.eval_samples, seed=args.seed)
     if args.json:
@@ -189,35 +187,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from trainer import store
+    from ganforge import store
 
     found = store.list_models(stage=args.stage)
     if args.json:
         print(json.dumps([{"tag": m.tag, "stage": m.stage, "created": m.created.isoformat(),
-                           "metadata": m.metadata} for m in found], indent=2))
+                           "metadata": m.card.to_metadata()} for m in found], indent=2))
         return 0
     if not found:
         print("no models registered (train one: ganforge train)")
         return 0
     print(f"{'TAG':<42} {'STAGE':<10} {'STEPS':>6} {'ACC':>6} {'KL':>7} {'FCD':>7}  CREATED")
     for m in found:
-        met = m.metadata.get("metrics", {})
-        acc = met.get("label_accuracy")
-        print(f"{m.tag:<42} {m.stage:<10} {m.metadata.get('steps', 0):>6} "
-              f"{'-' if acc is None else f'{acc:.3f}':>6} {met.get('class_kl', 0):>7.4f} "
-              f"{met.get('fcd', 0):>7.2f}  {m.created:%Y-%m-%d %H:%M}")
+        c = m.card
+        print(f"{m.tag:<42} {m.stage:<10} {c.steps:>6} {_fmt(c.label_accuracy, '.3f'):>6} "
+              f"{_fmt(c.class_kl, '.4f'):>7} {_fmt(c.fcd, '.2f'):>7}  {m.created:%Y-%m-%d %H:%M}")
     return 0
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ganforge import store
+    from ganforge.generator import OnnxGenerator
     from ganforge.images import encode_png, make_grid, to_uint8
-    from services.sampling import OnnxGenerator
-    from trainer import store
 
-    if not 1 <= args.n <= 256:
-        raise InvalidInput("n", f"must be between 1 and 256, got {args.n}")
+    if not 1 <= args.n <= MAX_IMAGES:
+        raise InvalidInput("n", f"must be between 1 and {MAX_IMAGES}, got {args.n}")
     if args.output.suffix not in (".png", ".npy"):
         raise InvalidInput("output", f"must end in .png or .npy, got {args.output.name}")
     model = store.get_model(args.model)
@@ -243,7 +243,8 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from trainer.queue import QUEUES, app
+    from ganforge.queue import QUEUES, app
+    from trainer import worker  # noqa: F401  (registers the train_gan task on the app)
 
     if args.queues:
         queues = args.queues
@@ -282,8 +283,8 @@ def _print_status(st: Any) -> None:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from trainer import jobs
-    from trainer.config import TrainConfig
+    from ganforge import jobs
+    from ganforge.spec import TrainConfig
 
     verb = args.jobs_command
     if verb == "submit":
@@ -313,7 +314,7 @@ def _watch(job_id: str) -> int:
 
     from tqdm import tqdm
 
-    from trainer import jobs
+    from ganforge import jobs
 
     st = jobs.status(job_id)
     bar = tqdm(total=st.spec.get("steps"), desc=job_id[:8], unit="step", dynamic_ncols=True)

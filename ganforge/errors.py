@@ -52,6 +52,19 @@ class ExportParityError(GanforgeError):
     http_status = 500
 
 
+class JobNotFound(GanforgeError, LookupError):
+    """No job has that id."""
+
+    http_status = 404
+
+
+class ArtifactNotReady(GanforgeError, LookupError):
+    """The job exists but has not written that file yet (or ran on a machine whose runs folder
+    this process cannot see)."""
+
+    http_status = 404
+
+
 class CorruptModel(GanforgeError):
     """A stored model cannot be loaded (missing or damaged file, unexpected graph)."""
 

@@ -2,11 +2,12 @@
 
 import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ganforge.files import atomic_write
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -41,7 +42,5 @@ def encode_png(pixels: np.ndarray) -> bytes:
 def save_png(pixels: np.ndarray, path: str | Path) -> None:
     """Written to a temporary name, then renamed: a reader (the service showing a job's newest
     grid) never sees half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(pixels).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_write(path, fsync=False) as tmp:
+        Image.fromarray(pixels).save(tmp, format="PNG")

@@ -52,9 +52,19 @@ class Settings(BaseSettings):
     ort_threads: int = Field(0, ge=0, le=64)  # ONNX Runtime intra-op threads (0: up to 4)
     model_poll_interval: float = Field(5.0, gt=0.0)  # seconds between model store checks
 
+    # How long a finished job's result stays in the result backend (its record in the job store
+    # stays); None: forever.
+    result_expires: int | None = Field(7 * 24 * 3600, ge=60)
+
     @property
     def embedded_queue(self) -> bool:
         return not self.broker_url and not self.result_backend
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis server behind the queue (job store, locks, queue lengths), if any."""
+        url = self.broker_url or self.result_backend
+        return url if url and url.startswith(("redis://", "rediss://")) else None
 
 
 @lru_cache

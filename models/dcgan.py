@@ -1,45 +1,67 @@
-"""DCGAN (Radford et al., 2016) sized for 28x28 MNIST.
+"""DCGAN (Radford et al., 2016) at 28x28 (MNIST), 32x32 or 64x64, grey or colour.
 
-G: z [+ label embedding] -> linear to 2w x 7 x 7 -> two transposed convs up to 1 x 28 x 28,
-BatchNorm and ReLU between them, tanh output.
-D: two strided convs down to 2w x 7 x 7, LeakyReLU(0.2), no BatchNorm (so WGAN-GP's per-sample
-gradient penalty and spectral norm both apply), then a linear or projection head.
+G: z [+ label embedding] -> linear to (w * 2^(k-1)) x s x s -> k transposed convs, each doubling
+the side and halving the channels (BatchNorm and ReLU between them) -> channels x S x S, tanh.
+D mirrors it: k strided convs from channels x S x S down to (w * 2^(k-1)) x s x s, LeakyReLU(0.2),
+no BatchNorm (so WGAN-GP's per-sample gradient penalty and spectral norm both apply), then a
+linear or projection head.
+
+    image_size  s  k  G's sides              top channels (w = width)
+    28          7  2  7 -> 14 -> 28          2w   (the MNIST layout, unchanged)
+    32          4  3  4 -> 8 -> 16 -> 32     4w
+    64          4  4  4 -> ... -> 64         8w
 """
 
 import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.layers import ProjectionHead, check_labels, maybe_sn
+from models.layers import ProjectionHead, check_labels, check_size, maybe_sn
+
+# image_size -> (start side s, up/down-sampling blocks k)
+PLANS: dict[int, tuple[int, int]] = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
+SIZES: tuple[int, ...] = tuple(PLANS)
+
+
+def plan(cfg: ModelConfig) -> tuple[int, int, int]:
+    """``(start side, blocks, top channels)`` for ``cfg``; refuses a size with no plan."""
+    check_size("dcgan", SIZES, cfg.image_size)
+    side, blocks = PLANS[cfg.image_size]
+    return side, blocks, cfg.width * 2 ** (blocks - 1)
 
 
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        w = cfg.width
+        side, blocks, top = plan(cfg)
+        self.start = (top, side)
         self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.conditional else None
         self.project = nn.Sequential(
-            nn.Linear(cfg.g_input, 2 * w * 7 * 7, bias=False),
-            nn.BatchNorm1d(2 * w * 7 * 7),
+            nn.Linear(cfg.g_input, top * side * side, bias=False),
+            nn.BatchNorm1d(top * side * side),
             nn.ReLU(),
         )
-        self.up = nn.Sequential(
-            nn.ConvTranspose2d(2 * w, w, kernel_size=4, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(w),
-            nn.ReLU(),
-            # (N, w, 14, 14)
-            nn.ConvTranspose2d(w, cfg.channels, kernel_size=4, stride=2, padding=1),
-            # (N, 1, 28, 28)
-            nn.Tanh(),
-        )
+        layers: list[nn.Module] = []
+        c = top
+        for _ in range(blocks - 1):
+            layers += [nn.ConvTranspose2d(c, c // 2, kernel_size=4, stride=2, padding=1, bias=False),
+                       nn.BatchNorm2d(c // 2),
+                       nn.ReLU()]
+            c, side = c // 2, side * 2
+            # (N, c, side, side): at 28, (N, w, 14, 14)
+        layers += [nn.ConvTranspose2d(c, cfg.channels, kernel_size=4, stride=2, padding=1),
+                   # (N, channels, image_size, image_size)
+                   nn.Tanh()]
+        self.up = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(labels, self.cfg.num_classes, z.shape[0])
         if self.embed is not None:
             z = torch.cat([z, self.embed(labels)], dim=1)
-        h = self.project(z).view(-1, 2 * self.cfg.width, 7, 7)  # (N, 2w, 7, 7)
-        return self.up(h)  # (N, 1, 28, 28)
+        top, side = self.start
+        h = self.project(z).view(-1, top, side, side)  # (N, top, s, s): at 28, (N, 2w, 7, 7)
+        return self.up(h)  # (N, channels, image_size, image_size)
 
 
 class Discriminator(nn.Module):
@@ -47,26 +69,25 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         sn, w = cfg.spectral_norm, cfg.width
+        start, blocks, top = plan(cfg)
         concat = cfg.conditional and cfg.d_conditioning == "concat"
-        # concat conditioning: the label becomes one extra 28x28 input plane
+        # concat conditioning: the label becomes one extra image_size x image_size input plane
         side = cfg.image_size
         self.concat_embed = nn.Embedding(cfg.num_classes, side * side) if concat else None
-        self.body = nn.Sequential(
-            maybe_sn(nn.Conv2d(cfg.channels + int(concat), w, 4, stride=2, padding=1), sn),
-            nn.LeakyReLU(0.2),
-            # (N, w, 14, 14)
-            maybe_sn(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), sn),
-            nn.LeakyReLU(0.2),
-            # (N, 2w, 7, 7)
-            nn.Flatten(),
-        )
+        layers: list[nn.Module] = []
+        c_in, c = cfg.channels + int(concat), w
+        for _ in range(blocks):
+            layers += [maybe_sn(nn.Conv2d(c_in, c, 4, stride=2, padding=1), sn), nn.LeakyReLU(0.2)]
+            c_in, c, side = c, 2 * c, side // 2
+            # (N, c_in, side, side): at 28, (N, w, 14, 14) then (N, 2w, 7, 7)
+        self.body = nn.Sequential(*layers, nn.Flatten())
         projection = cfg.num_classes if cfg.conditional and not concat else 0
-        self.head = ProjectionHead(2 * w * 7 * 7, projection, sn)
+        self.head = ProjectionHead(top * start * start, projection, sn)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(labels, self.cfg.num_classes, x.shape[0])
         if self.concat_embed is not None:
             side = self.cfg.image_size
             x = torch.cat([x, self.concat_embed(labels).view(-1, 1, side, side)], dim=1)
-        phi = self.body(x)  # (N, 2w*7*7)
+        phi = self.body(x)  # (N, top * s * s): at 28, (N, 2w*7*7)
         return self.head(phi, None if self.concat_embed is not None else labels)  # (N,) logits

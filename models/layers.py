@@ -40,3 +40,21 @@ def check_labels(labels: torch.Tensor | None, num_classes: int, batch: int) -> N
         raise ValueError(f"a conditional model needs labels of shape ({batch},)")
     if not num_classes and labels is not None:
         raise ValueError("an unconditional model takes no labels")
+
+
+class UnsupportedImageSize(ValueError):
+    """An image side the family has no layer plan for.
+
+    A plain ``ValueError`` (models import nothing of ours); ``field`` lets a caller turn it into
+    its own bad-input error, and the message starts with the field name as those do.
+    """
+
+    field = "image_size"
+
+
+def check_size(family: str, sizes: tuple[int, ...], image_size: int) -> None:
+    """Refuse a side the family cannot build, naming the field and the sizes it builds."""
+    if image_size not in sizes:
+        built = ", ".join(map(str, sizes))
+        raise UnsupportedImageSize(f"image_size: the {family} family builds {built} pixel images, "
+                                   f"got {image_size}")

@@ -1,7 +1,10 @@
 """The MLP GAN of the classic tutorials (Goodfellow et al., 2014; PyTorch-GAN's ``gan.py``).
 
-G: z [+ label embedding] -> 256 -> 512 -> 1024 -> 784, LeakyReLU(0.2), tanh output.
+G: z [+ label embedding] -> 256 -> 512 -> 1024 -> P, LeakyReLU(0.2), tanh output.
 D: image [+ label embedding] -> 1024 -> 512 -> 256 -> logit, LeakyReLU(0.2) and dropout.
+P = channels x image_size x image_size pixels (784 for MNIST). Any shape fits the layers; the
+family stops at 32x32 because the first and last layers grow with P (64x64x3 would put 12.6M
+weights in each) and a pixel MLP does not use them well at that size.
 """
 
 import math
@@ -10,12 +13,15 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.layers import ProjectionHead, check_labels, maybe_sn
+from models.layers import ProjectionHead, check_labels, check_size, maybe_sn
+
+SIZES: tuple[int, ...] = (28, 32)
 
 
 class Generator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        check_size("mlp", SIZES, cfg.image_size)
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.conditional else None
         w = cfg.width * 4  # 256 at the default width of 64
@@ -36,12 +42,13 @@ class Generator(nn.Module):
         check_labels(labels, self.cfg.num_classes, z.shape[0])
         if self.embed is not None:
             z = torch.cat([z, self.embed(labels)], dim=1)
-        return self.net(z).view(-1, *self.cfg.image_shape)  # (N, 1, 28, 28)
+        return self.net(z).view(-1, *self.cfg.image_shape)  # (N, channels, image_size, image_size)
 
 
 class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        check_size("mlp", SIZES, cfg.image_size)
         self.cfg = cfg
         sn, w = cfg.spectral_norm, cfg.width * 4
         concat = cfg.conditional and cfg.d_conditioning == "concat"
@@ -62,8 +69,8 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         check_labels(labels, self.cfg.num_classes, x.shape[0])
-        h = x.flatten(1)  # (N, 784)
+        h = x.flatten(1)  # (N, P): 784 for MNIST
         if self.concat_embed is not None:
             h = torch.cat([h, self.concat_embed(labels)], dim=1)
-        phi = self.body(h)  # (N, 256)
+        phi = self.body(h)  # (N, 4 * width): 256 at width 64
         return self.head(phi, None if self.concat_embed is not None else labels)  # (N,) logits

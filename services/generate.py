@@ -4,39 +4,29 @@ import asyncio
 import base64
 import io
 import secrets
-from typing import Literal
 
 import numpy as np
+from fastapi.responses import Response
 
 from ganforge.errors import InvalidInput
+from ganforge.generator import latents as seeded_latents
+from ganforge.generator import slerp
 from ganforge.images import encode_png, make_grid, to_uint8
 from services import metrics
 from services.registry import LoadedModel
-from services.sampling import latents as seeded_latents
-from services.sampling import slerp
-
-Format = Literal["png", "npy"]
+from services.schemas import Format
 
 
 def pick_seed(seed: int | None) -> int:
     return secrets.randbits(32) if seed is None else seed
 
 
-def labels_for(loaded: LoadedModel, digits: list[int] | None, n: int) -> np.ndarray | None:
-    spec = loaded.model.spec
-    if not spec.conditional:
-        if digits:
-            raise InvalidInput("digit", f"model {loaded.tag} is unconditional and takes no digit")
-        return None
+def labels_for(digits: list[int] | None, n: int) -> np.ndarray | None:
+    """One digit for all ``n`` images, or one each; checked against the model by
+    ``OnnxGenerator.check`` (``ganforge.generator.check_labels``)."""
     if not digits:
-        raise InvalidInput("digit", f"model {loaded.tag} is conditional: give a digit from 0 to "
-                                    f"{spec.num_classes - 1}")
-    if len(digits) not in (1, n):
-        raise InvalidInput("digits", f"give one digit or one per latent ({n}), got {len(digits)}")
-    labels = np.array(digits if len(digits) == n else digits * n, dtype=np.int64)
-    if labels.min() < 0 or labels.max() >= spec.num_classes:
-        raise InvalidInput("digit", f"must be between 0 and {spec.num_classes - 1}")
-    return labels
+        return None
+    return np.array(digits * n if len(digits) == 1 else digits, dtype=np.int64)
 
 
 async def sample(loaded: LoadedModel, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -49,7 +39,7 @@ async def sample(loaded: LoadedModel, z: np.ndarray, labels: np.ndarray | None) 
 async def by_seed(loaded: LoadedModel, digits: list[int] | None, n: int, seed: int) -> np.ndarray:
     """``n`` images from ``seed``'s latents: one digit for all, one per image, or none."""
     z = seeded_latents(seed, n, loaded.model.spec.latent_dim)
-    return await sample(loaded, z, labels_for(loaded, digits, n))
+    return await sample(loaded, z, labels_for(digits, n))
 
 
 async def by_latents(loaded: LoadedModel, latents: list[list[float]],
@@ -59,7 +49,7 @@ async def by_latents(loaded: LoadedModel, latents: list[list[float]],
         raise InvalidInput("latents", f"each latent must have length {dim}")
     with np.errstate(over="ignore"):
         z = np.asarray(latents, dtype=np.float32)  # beyond float32's range becomes inf: refused
-    return await sample(loaded, z, labels_for(loaded, digits, len(z)))
+    return await sample(loaded, z, labels_for(digits, len(z)))
 
 
 async def interpolation(loaded: LoadedModel, digit: int | None, seed_a: int, seed_b: int,
@@ -67,7 +57,16 @@ async def interpolation(loaded: LoadedModel, digit: int | None, seed_a: int, see
     """``steps`` images along the spherical path from ``seed_a``'s latent to ``seed_b``'s."""
     dim = loaded.model.spec.latent_dim
     z = slerp(seeded_latents(seed_a, 1, dim)[0], seeded_latents(seed_b, 1, dim)[0], steps)
-    return await sample(loaded, z, labels_for(loaded, None if digit is None else [digit], steps))
+    return await sample(loaded, z, labels_for(None if digit is None else [digit], steps))
+
+
+async def image_response(images: np.ndarray, fmt: Format, tag: str, seed: int | None) -> Response:
+    """The images as one PNG (or npy), with the model and seed that made them in headers."""
+    headers = {"X-Model": tag}
+    if seed is not None:
+        headers["X-Seed"] = str(seed)
+    media = "application/x-npy" if fmt == "npy" else "image/png"
+    return Response(await encoded(images, fmt), media_type=media, headers=headers)
 
 
 def strip_png(images: np.ndarray) -> bytes:

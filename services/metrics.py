@@ -1,4 +1,8 @@
-"""The service's Prometheus metrics (served by BentoML at /metrics with its own)."""
+"""The service's Prometheus metrics (served by BentoML at /metrics with its own) and the
+middleware that counts and times the sampling routes."""
+
+import time
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -20,3 +24,34 @@ MODEL_LOAD_FAILURES = Counter("ganforge_model_load_failures_total",
 MODEL_INFO = Gauge("ganforge_model_info", "Loaded models (1 = serving)",
                    ["model", "version", "family", "conditional", "provider"],
                    multiprocess_mode="livesum")
+
+
+SAMPLING_ROUTES = frozenset({"/generate", "/interpolate"})
+
+
+class RequestMetrics:
+    """Pure ASGI middleware (BaseHTTPMiddleware costs a task per request): counts the sampling
+    routes' requests by status code and times them."""
+
+    def __init__(self, asgi: Any) -> None:
+        self.asgi = asgi
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in SAMPLING_ROUTES:
+            await self.asgi(scope, receive, send)
+            return
+        method = scope["method"] if scope["method"] in ("GET", "POST") else "OTHER"  # bounded
+        route = f"{method} {scope['path']}"
+        start, code = time.perf_counter(), 500
+
+        async def send_and_see(message: Any) -> None:
+            nonlocal code
+            if message["type"] == "http.response.start":
+                code = message["status"]
+            await send(message)
+
+        try:
+            await self.asgi(scope, receive, send_and_see)
+        finally:
+            REQUESTS.labels(route, str(code)).inc()
+            LATENCY.labels(route).observe(time.perf_counter() - start)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ganforge import store
+from ganforge.card import ModelCard
 from ganforge.errors import CorruptModel, ModelNotFound
+from ganforge.files import write_bytes_atomic
+from ganforge.generator import OnnxGenerator
 from ganforge.settings import Settings
 from services import metrics
 from services.batching import Batcher
-from services.sampling import OnnxGenerator
-from trainer import store
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +40,11 @@ class LoadedModel:
         return self.model.tag
 
     def describe(self) -> dict[str, Any]:
-        m = self.model.metadata
+        card = self.model.card
         return {"name": self.model.name, "version": self.model.version, "tag": self.tag,
-                "family": m.get("family"), "conditional": self.model.spec.conditional,
-                "num_classes": self.model.spec.num_classes,
-                "latent_dim": self.model.spec.latent_dim, "stage": self.model.stage,
-                "steps": m.get("steps"), "metrics": m.get("metrics", {}),
+                "family": card.family, "conditional": card.conditional,
+                "num_classes": card.num_classes, "latent_dim": card.latent_dim,
+                "stage": self.model.stage, "steps": card.steps, "metrics": card.metrics,
                 "provider": self.session.provider,
                 "created": self.model.created.isoformat()}
 
@@ -99,7 +100,7 @@ class ModelRegistry:
     @staticmethod
     def _info(loaded: LoadedModel, value: int) -> None:
         metrics.MODEL_INFO.labels(loaded.model.name, loaded.model.version,
-                                  str(loaded.model.metadata.get("family")),
+                                  loaded.model.card.family,
                                   str(loaded.model.spec.conditional).lower(),
                                   loaded.session.provider).set(value)
 
@@ -159,9 +160,10 @@ def import_default_model(source: Path = DEFAULT_MODEL_DIR) -> str | None:
         return None
     meta = json.loads((source / "metadata.json").read_text())
     extra = [p for p in source.iterdir() if p.suffix in (".png", ".pt")]
-    model, _ = store.register(name=meta.pop("name"), run_id=meta.pop("run_id"),
-                              onnx_path=source / store.GENERATOR_FILE, metadata=meta,
-                              stage=store.PRODUCTION, extra_files=extra)
+    model, _ = store.register(name=meta["name"], run_id=meta["run_id"],
+                              onnx_path=source / store.GENERATOR_FILE,
+                              card=ModelCard.from_metadata(meta), stage=store.PRODUCTION,
+                              extra_files=extra)
     log.info("imported the default model as %s", model.tag)
     return model.tag
 
@@ -173,6 +175,6 @@ def export_default_model(tag: str, dest: Path = DEFAULT_MODEL_DIR) -> None:
     for f in model.path.iterdir():
         if f.name == store.GENERATOR_FILE or f.suffix in (".png", ".pt"):
             shutil.copyfile(f, dest / f.name)
-    meta = {"name": model.name, "run_id": model.labels.get("run_id", model.version),
-            **model.metadata}
-    (dest / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    meta = {"name": model.name, "run_id": model.run_id, **model.card.to_metadata()}
+    write_bytes_atomic(dest / "metadata.json",
+                       (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode())

@@ -6,14 +6,13 @@ temporary store.
 """
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.utils import ROOT, run_cli
+
 DATA_DIR = Path(os.environ.get("GANFORGE_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
 _STORE = tempfile.mkdtemp(prefix="ganforge-test-bentoml-")
 os.environ["BENTOML_HOME"] = _STORE
@@ -29,14 +28,6 @@ os.environ["GANFORGE_RESULT_BACKEND"] = REDIS_URL
 os.environ["GANFORGE_VISIBILITY_TIMEOUT"] = "8"
 os.environ["GANFORGE_JOB_LOCK_TTL"] = "4"
 os.environ["GANFORGE_WORKER_METRICS_PORT"] = "0"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -80,12 +71,6 @@ def mnist_test(data_dir: Path):
 @pytest.fixture(scope="session")
 def store_home() -> Path:
     return Path(_STORE)
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600):
-    """Run the real ``ganforge`` console entry in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "ganforge.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
-"""Training, evaluation, ONNX export and the model store.
+"""Training: ``data``, ``loop`` (the training loop) and ``callbacks`` (what hangs off it),
+``checkpoint``, ``classifier`` and ``evaluate`` (the judge and its metrics), ``export`` (ONNX),
+``pipeline`` (train, export, evaluate, register: one job end to end) and ``worker`` (the Celery
+task that runs the pipeline for a queued job).
 
-``loop`` (the training loop) and ``callbacks`` (what hangs off it), ``config`` (the job spec),
-``data`` (MNIST), ``classifier`` and ``evaluate`` (the judge and its metrics), ``export`` (ONNX),
-``store`` (BentoML's model store) and ``pipeline`` (all of it for one job).
+Imports ``models`` and the core (``ganforge``); never ``services``.
 """

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ganforge.files import atomic_write
 from ganforge.images import make_grid, save_png, to_uint8
 from trainer.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from trainer.loop import Callback, GANTrainer
@@ -118,10 +119,9 @@ def plot_losses(records: list[dict[str, float]], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_write(path, fsync=False) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 class ProgressBar(Callback):

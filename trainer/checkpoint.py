@@ -1,24 +1,19 @@
 """Checkpoints on disk: plain dicts written atomically (temp file, fsync, rename)."""
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ganforge.errors import CorruptModel
+from ganforge.files import atomic_write
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganforge.files import atomic_write
 from trainer.data import Split
 
 WEIGHTS = Path(__file__).parent / "assets" / "mnist_cnn.pt"
@@ -101,10 +102,8 @@ def train_classifier(train: Split, test: Split, epochs: int = 3, seed: int = 0,
 
 
 def save(model: MnistCNN, info: dict[str, Any], path: Path = WEIGHTS) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": model.state_dict(), "info": info}, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as tmp:
+        torch.save({"state_dict": model.state_dict(), "info": info}, tmp)
 
 
 def load(path: Path = WEIGHTS) -> MnistCNN:

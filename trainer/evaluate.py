@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from services.sampling import latents
+from ganforge.generator import latents
 from trainer import classifier
 from trainer.data import Split, load_mnist
 

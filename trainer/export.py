@@ -5,7 +5,6 @@ One self-contained file (no external data), opset 17, the TorchScript-based expo
 conditional model, ``label`` int64 [N]; output ``image`` float32 [N, 1, 28, 28].
 """
 
-import os
 import warnings
 from pathlib import Path
 
@@ -14,8 +13,9 @@ import torch
 from torch import nn
 
 from ganforge.errors import ExportParityError
+from ganforge.files import atomic_write
+from ganforge.generator import GeneratorSpec, OnnxGenerator
 from models import ModelConfig
-from services.sampling import GeneratorSpec, OnnxGenerator
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -25,9 +25,8 @@ TORCH_FILE = "generator.pt"
 def save_torch_generator(generator: nn.Module, family: str, arch: ModelConfig, path: Path) -> None:
     """The same weights for PyTorch users: a plain dict that rebuilds from its own arguments."""
     state = {k: v.detach().cpu() for k, v in generator.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"family": family, "architecture": arch.to_dict(), "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save({"family": family, "architecture": arch.to_dict(), "state_dict": state}, tmp)
 
 
 def load_torch_generator(path: Path) -> nn.Module:
@@ -69,15 +68,8 @@ def export_onnx(generator: nn.Module, arch: ModelConfig, path: Path,
     names = ["z", "label"] if arch.conditional else ["z"]
     axes = {name: {0: "batch"} for name in [*names, "image"]}
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():  # the TorchScript exporter is chosen on purpose
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(wrapper, args, str(tmp), dynamo=False, opset_version=OPSET,
-                          input_names=names, output_names=["image"], dynamic_axes=axes,
-                          do_constant_folding=True, external_data=False)
-    try:
+    with atomic_write(path) as tmp:  # no file is left behind when parity fails
+        _export(wrapper, args, names, axes, tmp)
         with torch.no_grad():
             expected = wrapper(*args).numpy()
         session = OnnxGenerator(tmp, GeneratorSpec(arch.latent_dim, arch.num_classes), threads=1)
@@ -86,8 +78,14 @@ def export_onnx(generator: nn.Module, arch: ModelConfig, path: Path,
         if not error <= tolerance:
             raise ExportParityError(f"export: ONNX differs from PyTorch by {error:.3g} "
                                     f"(tolerance {tolerance:g})")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
     return error
+
+
+def _export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
+            axes: dict[str, dict[int, str]], tmp: Path) -> None:
+    with warnings.catch_warnings():  # the TorchScript exporter is chosen on purpose
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(wrapper, args, str(tmp), dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=["image"], dynamic_axes=axes,
+                          do_constant_folding=True, external_data=False)
+

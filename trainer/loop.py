@@ -18,8 +18,8 @@ import torch
 import models
 from ganforge import __version__
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
+from ganforge.spec import TrainConfig
 from models.losses import gradient_penalty
-from trainer.config import TrainConfig
 from trainer.data import Split, batch_indices
 
 CHECKPOINT_FORMAT = 1
@@ -45,6 +45,13 @@ class Callback:
     def on_train_end(self, trainer: "GANTrainer", cancelled: bool) -> None: ...
 
 
+def architecture(cfg: TrainConfig) -> models.ModelConfig:
+    """The networks a job spec asks for (the spec itself is torch-free and knows no models)."""
+    return models.ModelConfig(latent_dim=cfg.latent_dim, num_classes=cfg.num_classes,
+                              width=cfg.width, embed_dim=cfg.embed_dim,
+                              spectral_norm=cfg.spectral_norm, d_conditioning=cfg.d_conditioning)
+
+
 class GANTrainer:
     def __init__(self, cfg: TrainConfig, data: Split, *, callbacks: Sequence[Callback] = (),
                  should_stop: Callable[[], bool] | None = None,
@@ -59,7 +66,7 @@ class GANTrainer:
         self.labels = data.labels.to(self.device)
 
         torch.manual_seed(cfg.seed)  # weights, dropout masks, GP interpolation
-        self.arch = arch or cfg.architecture()
+        self.arch = arch or architecture(cfg)
         G, D = models.build(cfg.family, self.arch)
         self.G, self.D = G.to(self.device), D.to(self.device)
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)

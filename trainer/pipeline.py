@@ -5,6 +5,7 @@ store until the generator has trained, exported with parity and been evaluated; 
 step leaves the store as it was.
 """
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -12,17 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ganforge import __version__
-from ganforge.errors import InvalidInput
+from ganforge import __version__, store
+from ganforge.card import MNIST_CLASSES, ModelCard
+from ganforge.generator import OnnxGenerator
+from ganforge.jobs import latest_grid
 from ganforge.settings import Settings, get_settings
-from services.sampling import GeneratorSpec, OnnxGenerator
-from trainer import store
+from ganforge.spec import TrainConfig
 from trainer.callbacks import Checkpointer, History, ProgressBar, SampleGrid
 from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from trainer.config import TrainConfig
 from trainer.data import load_mnist
 from trainer.evaluate import EvalReport, evaluate
-from trainer.export import TORCH_FILE, export_onnx, save_torch_generator
+from trainer.export import OPSET, TORCH_FILE, export_onnx, save_torch_generator
 from trainer.loop import Callback, GANTrainer
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, settings: Settings | None = None,
     ckpt_path = run_dir / CHECKPOINT_NAME
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        saved = TrainConfig.model_validate(ckpt["config"]).model_dump(exclude={"steps", "device"})
-        if saved != cfg.model_dump(exclude={"steps", "device"}):
-            raise InvalidInput("run_dir", f"{run_dir} holds a checkpoint of another config; "
-                                          "resume it with --resume or pick another run dir")
+        cfg.check_resumes(TrainConfig.model_validate(ckpt["config"]), str(run_dir))
         trainer = GANTrainer.from_checkpoint(ckpt, data, steps=cfg.steps, device=cfg.device,
                                              callbacks=cbs, should_stop=should_stop)
         log.info("resuming %s from step %d", run_dir, trainer.step)
@@ -94,29 +92,22 @@ def export_evaluate_register(trainer: GANTrainer, run_dir: Path, run_id: str, *,
     onnx_path = run_dir / store.GENERATOR_FILE
     parity = export_onnx(trainer.G_ema, arch, onnx_path)
     save_torch_generator(trainer.G_ema, cfg.family, arch, run_dir / TORCH_FILE)
-    session = OnnxGenerator(onnx_path, GeneratorSpec(arch.latent_dim, arch.num_classes))
-    report = evaluate(session, latent_dim=arch.latent_dim, conditional=arch.conditional,
-                      data_dir=settings.data_dir, n=eval_samples or settings.eval_samples)
-    stage = quality_stage(report, arch.conditional, settings)
-    grids = sorted((run_dir / "samples").glob("step-*.png"))
-    metadata = {
-        "family": cfg.family,
-        "conditional": arch.conditional,
-        "num_classes": arch.num_classes,
-        "latent_dim": arch.latent_dim,
-        "image_shape": list(arch.image_shape),
-        "config": cfg.to_dict(),
-        "architecture": arch.to_dict(),
-        "steps": trainer.step,
-        "train_seconds": round(train_seconds, 1),
-        "metrics": report.to_dict(),
-        "parity_max_abs_diff": parity,
-        "ganforge_version": __version__,
-        "onnx_opset": 17,
-    }
-    extra = [run_dir / TORCH_FILE, run_dir / "losses.png", *grids[-1:]]
+    card = ModelCard(
+        family=cfg.family, conditional=arch.conditional, num_classes=arch.num_classes,
+        latent_dim=arch.latent_dim, image_shape=arch.image_shape, config=cfg.to_dict(),
+        architecture=arch.to_dict(), steps=trainer.step, train_seconds=round(train_seconds, 1),
+        metrics={}, parity_max_abs_diff=parity, onnx_opset=OPSET, ganforge_version=__version__,
+        class_names=MNIST_CLASSES if arch.conditional else ())
+    report = evaluate(OnnxGenerator(onnx_path, card.spec), latent_dim=arch.latent_dim,
+                      conditional=arch.conditional, data_dir=settings.data_dir,
+                      n=eval_samples or settings.eval_samples)
+    card = dataclasses.replace(card, metrics=report.to_dict())
+    grid = latest_grid(run_dir)
+    extra = [run_dir / TORCH_FILE, run_dir / "losses.png", *([grid] if grid else [])]
     model, created = store.register(name=cfg.model_name, run_id=run_id, onnx_path=onnx_path,
-                                    metadata=metadata, stage=stage, extra_files=extra)
+                                    card=card, stage=quality_stage(report, arch.conditional,
+                                                                   settings),
+                                    extra_files=extra)
     return RunResult(tag=model.tag, stage=model.stage, created=created, run_dir=run_dir,
                      steps=trainer.step, train_seconds=round(train_seconds, 1),
                      parity_error=parity, report=report)

@@ -41,7 +41,7 @@ import numpy as np, torch
 from ganforge.images import make_grid, save_png, to_uint8
 from trainer import classifier
 
-from trainer import jobs
+from ganforge import jobs
 
 url, tag, job = sys.argv[1], sys.argv[2], sys.argv[3]
 digits = [d for d in range(10) for _ in range(10)]

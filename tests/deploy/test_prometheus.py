@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
-from tests.services.conftest import start_server, stop_server
-from tests.trainer.workers import Worker
+from tests.utils import free_port
+from tests.utils.server import start_server, stop_server
+from tests.utils.workers import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
@@ -44,7 +44,7 @@ def test_dashboard_queries_metrics_that_exist() -> None:
                    "ganforge_batch_size_bucket", "ganforge_training_images_per_second",
                    "ganforge_jobs_total"):
         assert metric in exprs
-    sources = [ROOT / "services" / "metrics.py", ROOT / "trainer" / "tasks.py"]
+    sources = [ROOT / "services" / "metrics.py", ROOT / "trainer" / "worker.py"]
     declared = set(re.findall(r'"(ganforge_[a-z_]+)"', " ".join(p.read_text() for p in sources)))
     used = {re.sub(r"_(bucket|sum|count)$", "", m)
             for m in re.findall(r"ganforge_[a-z_]+", exprs)}

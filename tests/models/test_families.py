@@ -1,3 +1,5 @@
+from typing import Any
+
 import pytest
 import torch
 
@@ -10,7 +12,7 @@ CASES = [(f, nc, cond) for f in FAMILIES for nc in (0, 10)
 
 @pytest.mark.parametrize(("family", "num_classes", "conditioning"), CASES)
 @pytest.mark.parametrize("sn", [False, True])
-def test_shapes_and_range(family: str, num_classes: int, conditioning: str, sn: bool) -> None:
+def test_shapes_and_range(family: str, num_classes: int, conditioning: Any, sn: bool) -> None:
     torch.manual_seed(0)
     cfg = ModelConfig(num_classes=num_classes, spectral_norm=sn, d_conditioning=conditioning,
                       width=16)
@@ -45,6 +47,7 @@ def test_labels_must_match_the_form(family: str) -> None:
 
 
 def test_spectral_norm_bounds_d_layers() -> None:
+    D: Any
     _, D = models.build("mlp", ModelConfig(spectral_norm=True, width=16))
     D.train()
     x = torch.randn(4, 1, 28, 28)
@@ -63,7 +66,8 @@ def test_unknown_family_lists_the_known_ones() -> None:
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"latent_dim": 0}, "latent_dim"), ({"num_classes": -1}, "num_classes"),
     ({"width": 4}, "width"), ({"d_conditioning": "magic"}, "d_conditioning"),
-    ({"image_size": 32}, "28x28"),
+    ({"image_size": 48}, "image_size must be one of 28, 32, 64"),
+    ({"channels": 2}, "channels must be 1 .grey. or 3 .colour."),
 ])
 def test_config_invariants(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):

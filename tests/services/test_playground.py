@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.services.conftest import TOKEN
 from tests.services.test_service import decode, read_digits
-from tests.trainer.workers import Worker
+from tests.utils.server import TOKEN
+from tests.utils.workers import Worker
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No background connections: this machine's network is closed, and Chromium would log each

@@ -7,10 +7,11 @@ import uuid
 
 import pytest
 
+from ganforge import store
+from ganforge.card import ModelCard
 from ganforge.errors import ModelNotFound
 from ganforge.settings import get_settings
 from services.registry import DEFAULT_MODEL_DIR, ModelRegistry
-from trainer import store
 
 NAME = "mnist-registry-test"
 
@@ -18,7 +19,8 @@ NAME = "mnist-registry-test"
 def register(stage: str) -> store.StoredModel:
     meta = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())
     meta.pop("name"), meta.pop("run_id")
-    model, _ = store.register(name=NAME, run_id=uuid.uuid4().hex, stage=stage, metadata=meta,
+    model, _ = store.register(name=NAME, run_id=uuid.uuid4().hex, stage=stage,
+                              card=ModelCard.from_metadata(meta),
                               onnx_path=DEFAULT_MODEL_DIR / store.GENERATOR_FILE)
     return model
 

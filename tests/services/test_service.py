@@ -205,7 +205,8 @@ def test_job_endpoints_need_the_token(server) -> None:
 def _register_copy(server, stage: str, corrupt: bool = False) -> str:
     return server.in_store(f"""
 import json, pathlib, shutil, tempfile, uuid
-from trainer import store
+from ganforge import store
+from ganforge.card import ModelCard
 from services.registry import DEFAULT_MODEL_DIR
 meta = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())
 meta.pop("name"); meta.pop("run_id")
@@ -214,7 +215,7 @@ if {corrupt}:
     src = pathlib.Path(tempfile.mkdtemp()) / "generator.onnx"
     src.write_bytes(b"not an onnx graph")
 m, _ = store.register(name="mnist-dcgan-cond", run_id=uuid.uuid4().hex, onnx_path=src,
-                      metadata=meta, stage="{stage}")
+                      card=ModelCard.from_metadata(meta), stage="{stage}")
 print(m.tag)
 """)
 
@@ -262,7 +263,7 @@ def test_jobs_over_http_train_a_servable_model(server, tmp_path, redis_db) -> No
     """With the token, a submitted job runs on a real worker and its model can be served."""
     import time
 
-    from tests.trainer.workers import TINY, Worker
+    from tests.utils.workers import TINY, Worker
 
     auth = {"Authorization": f"Bearer {server.env['GANFORGE_API_TOKEN']}"}
     with server.client(headers=auth) as c:

@@ -1,6 +1,6 @@
 import pytest
 
-from trainer.config import TrainConfig
+from ganforge.spec import TrainConfig
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import torch
 
 import models
 from ganforge.errors import ExportParityError
+from ganforge.generator import GeneratorSpec, OnnxGenerator
 from models import FAMILIES, ModelConfig
-from services.sampling import GeneratorSpec, OnnxGenerator
 from trainer.export import export_onnx
 
 

@@ -1,22 +1,27 @@
 """The training job spec: one pydantic model, validated before anything runs or is queued.
 
-Its defaults are the reference recipe (see README, "The reference recipe"): a conditional DCGAN
-with a spectrally normalised projection discriminator, hinge loss and an EMA generator.
+It lives in the core (no torch): the service validates ``POST /jobs`` bodies with it and shows
+its fields in the OpenAPI schema; the trainer builds the networks from it
+(``trainer.loop.architecture``). Its defaults are the reference recipe (see README, "The
+reference recipe"): a conditional DCGAN with a spectrally normalised projection discriminator,
+hinge loss and an EMA generator.
 """
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-if TYPE_CHECKING:
-    from models import ModelConfig
+from ganforge.errors import InvalidInput
 
 NUM_CLASSES = 10  # MNIST
 # The names a spec may use, spelled out here so that validating a spec (the service does, for
-# POST /jobs) needs no torch; tests/trainer/test_config.py keeps them equal to models.FAMILIES
+# POST /jobs) needs no torch; tests/ganforge/test_spec.py keeps them equal to models.FAMILIES
 # and models.LOSSES.
 Family = Literal["mlp", "dcgan"]
 Loss = Literal["bce", "minimax", "hinge", "wgan-gp"]
+
+
+RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
 
 
 class TrainConfig(BaseModel):
@@ -72,12 +77,23 @@ class TrainConfig(BaseModel):
         """The model store name: ``mnist-<family>[-cond]``."""
         return f"mnist-{self.family}{'-cond' if self.conditional else ''}"
 
-    def architecture(self) -> "ModelConfig":
-        from models import ModelConfig
+    def check_resumes(self, saved: "TrainConfig", where: str) -> None:
+        """The resume rule: a run continues only under its own config; ``steps`` and
+        ``device`` (``RESUMABLE``) are all that may change."""
+        if saved.model_dump(exclude=set(RESUMABLE)) != self.model_dump(exclude=set(RESUMABLE)):
+            raise InvalidInput("run_dir", f"{where} holds a checkpoint of another config; "
+                                          "resume it with --resume or pick another run dir")
 
-        return ModelConfig(latent_dim=self.latent_dim, num_classes=self.num_classes,
-                           width=self.width, embed_dim=self.embed_dim, spectral_norm=self.spectral_norm,
-                           d_conditioning=self.d_conditioning)
+    @classmethod
+    def resumed(cls, saved: dict[str, Any], changes: dict[str, Any]) -> "TrainConfig":
+        """The config of a resumed run: the checkpoint's own, with only ``RESUMABLE`` fields
+        changed (the CLI's ``--resume RUN_DIR --steps N``)."""
+        others = sorted(set(changes) - RESUMABLE)
+        if others:
+            flags = ", ".join("--" + k.replace("_", "-") for k in others)
+            raise InvalidInput("resume", "the config comes from the checkpoint; only --steps and "
+                                         f"--device may change (got {flags})")
+        return cls.model_validate({**saved, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -1,5 +1,6 @@
-"""Sampling from an exported generator with ONNX Runtime: the one code path shared by the CLI,
-the evaluator and the HTTP service. No torch here.
+"""The ONNX generator: sampling from an exported generator with ONNX Runtime, the one code path
+shared by the CLI, the evaluator and the HTTP service, with the one owner of the input rules
+(latent length, finite values, labels in range, at most ``MAX_IMAGES`` a request). No torch here.
 
 Latents come from NumPy's PCG64 seeded by the caller, so the same seed, digit and model give the
 same pixels on every machine and in every process.
@@ -17,6 +18,7 @@ from ganforge.errors import CorruptModel, InvalidInput
 log = logging.getLogger(__name__)
 
 MAX_SEED = 2**32 - 1
+MAX_IMAGES = 256  # images one request (HTTP or CLI) may ask for
 
 
 def latents(seed: int, n: int, latent_dim: int) -> np.ndarray:
@@ -86,6 +88,22 @@ class GeneratorSpec:
         return self.num_classes > 0
 
 
+def check_labels(spec: GeneratorSpec, labels: np.ndarray | None, n: int) -> None:
+    """The label rule: a conditional model takes one label per latent, each in
+    ``0 .. num_classes - 1``; an unconditional one takes none."""
+    top = spec.num_classes - 1
+    if spec.conditional:
+        if labels is None:
+            raise InvalidInput("digit", f"this model is conditional: give a digit from 0 to {top}")
+        if labels.shape != (n,):
+            raise InvalidInput("digits", f"give one digit or one per latent ({n}), "
+                                         f"got {labels.shape[0] if labels.ndim else 1}")
+        if labels.min(initial=0) < 0 or labels.max(initial=0) > top:
+            raise InvalidInput("digit", f"must be between 0 and {top}")
+    elif labels is not None:
+        raise InvalidInput("digit", "this model is unconditional and takes no digit")
+
+
 class OnnxGenerator:
     """An ONNX Runtime session over ``generator.onnx`` with checked inputs.
 
@@ -131,14 +149,7 @@ class OnnxGenerator:
                                           f"got shape {list(z.shape)}")
         if not np.isfinite(z).all():
             raise InvalidInput("latents", "must be finite numbers (no NaN or infinity)")
-        if self.spec.conditional:
-            if labels is None or labels.shape != (z.shape[0],):
-                raise InvalidInput("digit", f"a conditional model needs one digit per latent "
-                                            f"(0 to {self.spec.num_classes - 1})")
-            if labels.min(initial=0) < 0 or labels.max(initial=0) >= self.spec.num_classes:
-                raise InvalidInput("digit", f"must be between 0 and {self.spec.num_classes - 1}")
-        elif labels is not None:
-            raise InvalidInput("digit", "this model is unconditional and takes no digit")
+        check_labels(self.spec, labels, z.shape[0])
 
     def __call__(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
         z = np.ascontiguousarray(z, dtype=np.float32)
@@ -151,8 +162,5 @@ class OnnxGenerator:
 
     def sample(self, n: int, seed: int, digit: int | None = None) -> np.ndarray:
         """``n`` images from ``seed``; ``digit`` is required by a conditional model."""
-        if self.spec.conditional and digit is None:
-            raise InvalidInput("digit", f"this model is conditional: give a digit from 0 to "
-                                        f"{self.spec.num_classes - 1}")
         labels = None if digit is None else np.full(n, digit, dtype=np.int64)
         return self(latents(seed, n, self.spec.latent_dim), labels)

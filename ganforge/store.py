@@ -1,12 +1,14 @@
 """The model store: exported generators registered in BentoML's store (``BENTOML_HOME``).
 
-Each model is named ``mnist-<family>[-cond]`` and holds ``generator.onnx`` with the sample grid
-and loss plot of its run beside it. Labels: ``stage`` (production or candidate, from the quality
-gate) and ``run_id`` (one model per run: registering a run twice returns the first tag).
-Metadata: family, conditional, num_classes, latent_dim, image shape, the training config, steps,
-evaluation metrics, parity error, ganforge version. No torch here: the service imports this.
+Each model is named ``<dataset>-<family>[-cond]`` (``mnist-dcgan-cond``) and holds
+``generator.onnx`` with the sample grid and loss plot of its run beside it. Labels: ``stage``
+(production or candidate, from the quality gate), ``run_id`` (one model per run: registering a
+run twice returns the first tag) and ``ganforge: generator`` (what marks our models among the
+store's others). Metadata: the model card (``ganforge.card.ModelCard``). No torch here: the
+service imports this.
 """
 
+import logging
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,11 +16,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ganforge.errors import InvalidInput, ModelNotFound
-from services.sampling import GeneratorSpec
+from ganforge.card import ModelCard
+from ganforge.errors import CorruptModel, InvalidInput, ModelNotFound
+from ganforge.generator import GeneratorSpec
+
+log = logging.getLogger(__name__)
 
 GENERATOR_FILE = "generator.onnx"
 PRODUCTION, CANDIDATE = "production", "candidate"
+KIND_LABEL = ("ganforge", "generator")
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ class StoredModel:
     version: str
     path: Path
     labels: dict[str, str]
-    metadata: dict[str, Any]
+    card: ModelCard
     created: datetime
 
     @property
@@ -41,27 +47,41 @@ class StoredModel:
 
     @property
     def spec(self) -> GeneratorSpec:
-        return GeneratorSpec(int(self.metadata["latent_dim"]), int(self.metadata["num_classes"]))
+        return self.card.spec
+
+    @property
+    def run_id(self) -> str:
+        return self.labels.get("run_id", self.version)
 
     @classmethod
     def from_bento(cls, m: Any) -> "StoredModel":
+        """Raises CorruptModel when the version's card cannot be read."""
         return cls(tag=str(m.tag), name=m.tag.name, version=m.tag.version, path=Path(m.path),
-                   labels=dict(m.info.labels), metadata=dict(m.info.metadata),
+                   labels=dict(m.info.labels), card=ModelCard.from_metadata(dict(m.info.metadata)),
                    created=m.info.creation_time)
 
 
-def _bento_models() -> list[Any]:
-    import bentoml
-
-    return [m for m in bentoml.models.list() if m.tag.name.startswith("mnist-")]
+def _is_ours(m: Any) -> bool:
+    labels = m.info.labels
+    return labels.get(KIND_LABEL[0]) == KIND_LABEL[1] or m.tag.name.startswith("mnist-")
 
 
 def list_models(stage: str | None = None, name: str | None = None) -> list[StoredModel]:
-    """Registered generators, newest first."""
-    found = [StoredModel.from_bento(m) for m in _bento_models()]
-    found = [m for m in found if (stage is None or m.stage == stage)
-             and (name is None or m.name == name)]
-    return sorted(found, key=lambda m: m.created, reverse=True)
+    """Registered generators, newest first; a version whose card cannot be read is skipped."""
+    import bentoml
+
+    found = []
+    for m in bentoml.models.list():
+        if (name is not None and m.tag.name != name) or not _is_ours(m):
+            continue
+        try:
+            stored = StoredModel.from_bento(m)
+        except CorruptModel as exc:
+            log.warning("skipping %s: %s", m.tag, exc)
+            continue
+        if stage is None or stored.stage == stage:
+            found.append(stored)
+    return sorted(found, key=lambda s: s.created, reverse=True)
 
 
 def get_model(tag: str) -> StoredModel:
@@ -70,15 +90,16 @@ def get_model(tag: str) -> StoredModel:
     from bentoml.exceptions import BentoMLException, NotFound
 
     name = tag.split(":", 1)[0]
-    if not name.startswith("mnist-"):
-        raise ModelNotFound(f"model: {tag!r} is not a ganforge model (names start with mnist-)")
     try:
         if ":" not in tag or tag.endswith(":latest"):
             versions = list_models(name=name)
             if not versions:
                 raise NotFound(tag)
             return versions[0]
-        return StoredModel.from_bento(bentoml.models.get(tag))
+        found = bentoml.models.get(tag)
+        if not _is_ours(found):
+            raise NotFound(tag)
+        return StoredModel.from_bento(found)
     except (NotFound, BentoMLException, ValueError) as exc:
         known = sorted({m.name for m in list_models()})
         raise ModelNotFound(f"model: no model {tag!r} in the store; known: {known}") from exc
@@ -86,21 +107,12 @@ def get_model(tag: str) -> StoredModel:
 
 def find_run(run_id: str) -> StoredModel | None:
     for m in list_models():
-        if m.labels.get("run_id") == run_id:
+        if m.run_id == run_id:
             return m
     return None
 
 
-def _without_none(value: Any) -> Any:
-    """BentoML metadata takes no None: leave such entries out (readers use ``.get``)."""
-    if isinstance(value, dict):
-        return {k: _without_none(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_without_none(v) for v in value]
-    return value
-
-
-def register(*, name: str, run_id: str, onnx_path: Path, metadata: dict[str, Any], stage: str,
+def register(*, name: str, run_id: str, onnx_path: Path, card: ModelCard, stage: str,
              extra_files: Sequence[Path] = ()) -> tuple[StoredModel, bool]:
     """Copy the generator and its side files into a new store version, all or nothing.
 
@@ -114,8 +126,8 @@ def register(*, name: str, run_id: str, onnx_path: Path, metadata: dict[str, Any
     existing = find_run(run_id)
     if existing is not None:
         return existing, False
-    with bentoml.models.create(name, labels={"stage": stage, "run_id": run_id},
-                               metadata=_without_none(metadata)) as model:
+    labels = {"stage": stage, "run_id": run_id, KIND_LABEL[0]: KIND_LABEL[1]}
+    with bentoml.models.create(name, labels=labels, metadata=card.to_metadata()) as model:
         shutil.copyfile(onnx_path, model.path_of(GENERATOR_FILE))
         for f in extra_files:
             if Path(f).exists():

@@ -8,8 +8,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port
-from trainer import jobs
+from ganforge import jobs
+from tests.utils import ROOT, free_port
 
 TINY = {"family": "dcgan", "width": 8, "batch_size": 16, "subset": 512, "device": "cpu",
         "sample_every": 50, "checkpoint_every": 50}

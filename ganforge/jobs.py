@@ -1,4 +1,6 @@
-"""Training jobs: submit, list, status, cancel. Used by the CLI and the HTTP service.
+"""The job client and the job records: submit, list, status, cancel, artifacts. Used by the CLI
+and the HTTP service (no torch: a job is queued by task name, ``ganforge.queue``); the worker side
+(``trainer.worker``) reads the same records, cancel flags and locks.
 
 A job is a Celery task whose id is the job id. Its record (spec, queue, time) and its cancel flag
 live in a small job store beside the broker: Redis keys under ``ganforge:`` when the broker is
@@ -14,24 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ganforge.errors import GanforgeError, InvalidInput
+from ganforge.errors import ArtifactNotReady, InvalidInput, JobNotFound
+from ganforge.files import write_bytes_atomic
 from ganforge.settings import Settings, get_settings
-from trainer.config import TrainConfig
+from ganforge.spec import TrainConfig
 
 CANCELLED = "CANCELLED"
 PROGRESS = "PROGRESS"
 FINISHED = {"SUCCESS", "FAILURE", CANCELLED, "REVOKED"}
-
-
-class JobNotFound(GanforgeError, LookupError):
-    http_status = 404
-
-
-class ArtifactNotReady(GanforgeError, LookupError):
-    """The job exists but has not written that file yet (or ran on a machine whose runs folder
-    this process cannot see)."""
-
-    http_status = 404
 
 
 ARTIFACTS = ("samples.png", "losses.png")
@@ -132,10 +124,7 @@ class FileJobStore:
         return self.root / f"{job_id}.{suffix}"
 
     def add(self, record: JobRecord) -> None:
-        path = self._path(record.id, "json")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        os.replace(tmp, path)
+        write_bytes_atomic(self._path(record.id, "json"), json.dumps(asdict(record)).encode())
 
     def get(self, job_id: str) -> JobRecord | None:
         path = self._path(job_id, "json")
@@ -174,9 +163,8 @@ class FileJobStore:
 
 def job_store(settings: Settings | None = None) -> JobStore:
     settings = settings or get_settings()
-    url = settings.broker_url or settings.result_backend
-    if url and url.startswith(("redis://", "rediss://")):
-        return RedisJobStore(url)
+    if settings.redis_url:
+        return RedisJobStore(settings.redis_url)
     return FileJobStore(settings.var_dir.resolve() / "jobs")
 
 
@@ -188,7 +176,7 @@ def validate_spec(spec: dict[str, Any] | TrainConfig) -> TrainConfig:
 
 def submit(spec: dict[str, Any] | TrainConfig, *, job_id: str | None = None) -> str:
     """Validate the spec, record the job, queue it; returns the job id."""
-    from trainer.queue import TASK_NAME, app, queue_for
+    from ganforge.queue import TASK_NAME, app, queue_for
 
     cfg = validate_spec(spec)
     payload = cfg.to_dict()
@@ -202,7 +190,7 @@ def submit(spec: dict[str, Any] | TrainConfig, *, job_id: str | None = None) -> 
 def status(job_id: str) -> JobStatus:
     from celery.result import AsyncResult
 
-    from trainer.queue import app
+    from ganforge.queue import app
 
     store = job_store()
     record = store.get(job_id)

@@ -1,13 +1,15 @@
 import uuid
+from dataclasses import replace
 
 import pytest
 import torch
 
 import models
+from ganforge import store
+from ganforge.card import MNIST_CLASSES, ModelCard
 from ganforge.errors import ModelNotFound
 from ganforge.settings import Settings
 from models import ModelConfig
-from trainer import store
 from trainer.evaluate import EvalReport
 from trainer.export import export_onnx
 from trainer.pipeline import quality_stage
@@ -23,8 +25,10 @@ def onnx_file(tmp_path_factory):
     return path
 
 
-META = {"family": "dcgan", "conditional": True, "num_classes": 10, "latent_dim": 100,
-        "image_shape": [1, 28, 28], "metrics": {"label_accuracy": 0.5}}
+CARD = ModelCard(family="dcgan", conditional=True, num_classes=10, latent_dim=100,
+                 image_shape=(1, 28, 28), config={}, architecture={}, steps=10,
+                 train_seconds=1.0, metrics={"label_accuracy": 0.5}, parity_max_abs_diff=1e-6,
+                 onnx_opset=17, ganforge_version="test", class_names=MNIST_CLASSES)
 
 
 def test_register_then_get_and_list(onnx_file, tmp_path) -> None:
@@ -32,12 +36,13 @@ def test_register_then_get_and_list(onnx_file, tmp_path) -> None:
     side.write_bytes(b"png")
     run_id = f"run-{uuid.uuid4().hex}"
     model, created = store.register(name="mnist-dcgan-cond", run_id=run_id, onnx_path=onnx_file,
-                                    metadata=META, stage="candidate", extra_files=[side])
+                                    card=CARD, stage="candidate", extra_files=[side])
     assert created
     assert model.onnx_path.read_bytes() == onnx_file.read_bytes()
     assert (model.path / "losses.png").exists()
     assert model.stage == "candidate" and model.labels["run_id"] == run_id
     assert model.spec.latent_dim == 100 and model.spec.conditional
+    assert model.card == CARD  # the card survives the store unchanged
     assert store.get_model(model.tag).tag == model.tag
     assert store.get_model("mnist-dcgan-cond").tag == model.tag  # newest version by name
     assert model.tag in {m.tag for m in store.list_models(stage="candidate")}
@@ -45,20 +50,21 @@ def test_register_then_get_and_list(onnx_file, tmp_path) -> None:
 
 
 def test_none_metrics_are_left_out(onnx_file) -> None:
-    meta = {**META, "conditional": False, "num_classes": 0,
-            "metrics": {"label_accuracy": None, "class_kl": 0.01}}
+    card = replace(CARD, conditional=False, num_classes=0, class_names=(),
+                   metrics={"label_accuracy": None, "class_kl": 0.01})
     model, _ = store.register(name="mnist-dcgan", run_id=f"run-{uuid.uuid4().hex}",
-                              onnx_path=onnx_file, metadata=meta, stage="candidate")
-    assert model.metadata["metrics"] == {"class_kl": 0.01}
+                              onnx_path=onnx_file, card=card, stage="candidate")
+    assert model.card.metrics == {"class_kl": 0.01}
+    assert model.card.label_accuracy is None and model.card.class_kl == 0.01
     assert not model.spec.conditional
 
 
 def test_same_run_registers_once(onnx_file) -> None:
     run_id = f"run-{uuid.uuid4().hex}"
     first, created1 = store.register(name="mnist-dcgan-cond", run_id=run_id, onnx_path=onnx_file,
-                                     metadata=META, stage="production")
+                                     card=CARD, stage="production")
     again, created2 = store.register(name="mnist-dcgan-cond", run_id=run_id, onnx_path=onnx_file,
-                                     metadata=META, stage="production")
+                                     card=CARD, stage="production")
     assert created1 and not created2 and again.tag == first.tag
     assert sum(m.labels.get("run_id") == run_id for m in store.list_models()) == 1
 
@@ -67,7 +73,7 @@ def test_failed_registration_leaves_store_unchanged(tmp_path) -> None:
     before = {m.tag for m in store.list_models()}
     with pytest.raises(FileNotFoundError):
         store.register(name="mnist-dcgan-cond", run_id="broken", onnx_path=tmp_path / "nope.onnx",
-                       metadata=META, stage="production")
+                       card=CARD, stage="production")
     assert {m.tag for m in store.list_models()} == before
     assert store.find_run("broken") is None
 

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import run_cli
-from tests.trainer.workers import TINY, Worker, wait_for
-from trainer import jobs, store
-from trainer.queue import queue_for
+from ganforge import jobs, store
+from ganforge.queue import queue_for
+from tests.utils import run_cli
+from tests.utils.workers import TINY, Worker, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_small_job_runs_to_a_registered_model(worker) -> None:
     assert result["created"] and result["steps"] == 200 and result["resumed_from"] == 0
     model = store.get_model(result["tag"])
     assert model.labels["run_id"] == job_id
-    assert model.metadata["config"]["steps"] == 200
+    assert model.card.config["steps"] == 200
     text = worker.metrics()
     assert 'ganforge_jobs_total{family="dcgan",state="SUCCESS"} 1.0' in text
     steps = [line for line in text.splitlines()
@@ -39,7 +39,7 @@ def test_small_job_runs_to_a_registered_model(worker) -> None:
     assert "ganforge_job_duration_seconds_bucket" in text
 
     # the same job delivered again (a duplicate) returns the same model and registers nothing
-    from trainer.queue import TASK_NAME, app
+    from ganforge.queue import TASK_NAME, app
 
     app.AsyncResult(job_id).forget()  # so that get() waits for the second delivery
     again = app.send_task(TASK_NAME, args=[st.spec], task_id=job_id, queue="cpu")

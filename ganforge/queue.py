@@ -1,4 +1,7 @@
-"""The Celery app: built here, once, from settings. Its one task lives in ``trainer.tasks``.
+"""The Celery app: built here, once, from settings, and shared by both sides of the queue: the job
+client (``ganforge.jobs``: submit, status) sends and reads tasks by name through it, and the worker
+(``trainer.worker``) registers the one task, ``train_gan``, on it. Nothing here imports the
+trainer, so the service can queue jobs without torch.
 
 Broker and result backend come from ``GANFORGE_BROKER_URL`` / ``GANFORGE_RESULT_BACKEND``
 (Redis in production and tests). With neither set the app runs on one machine with no server:
@@ -13,7 +16,6 @@ Queues: ``gpu`` and ``cpu``. A spec asking for ``device=cuda`` goes to ``gpu``; 
 to ``cpu``. A GPU worker consumes both (``ganforge worker`` picks its queues from the hardware).
 """
 
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -69,7 +71,7 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
 
 def make_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("ganforge", include=["trainer.tasks"])
+    app = Celery("ganforge")
     app.conf.update(
         **broker_settings(settings),
         task_serializer="json",
@@ -80,7 +82,7 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_track_started=True,
         result_extended=True,
-        result_expires=None,  # a job's record outlives the default one day
+        result_expires=settings.result_expires,  # the job store keeps the record itself
         task_default_queue="cpu",
         task_routes=(route,),
         worker_hijack_root_logger=False,
@@ -88,10 +90,6 @@ def make_app(settings: Settings | None = None) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
-
-
-def var_path(settings: Settings, *parts: str) -> Path:
-    return settings.var_dir.resolve().joinpath(*parts)
 
 
 app = make_app()

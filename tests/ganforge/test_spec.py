@@ -6,7 +6,8 @@ from typing import get_args
 import pytest
 from pydantic import ValidationError
 
-from trainer.config import TrainConfig
+from ganforge.errors import InvalidInput
+from ganforge.spec import TrainConfig
 
 
 def test_defaults_are_the_reference_recipe() -> None:
@@ -42,7 +43,7 @@ def test_unknown_family_lists_allowed() -> None:
 def test_spec_names_are_the_registries_names() -> None:
     """The spec spells the names out (no torch needed to validate one); they must stay equal."""
     import models
-    from trainer.config import Family, Loss
+    from ganforge.spec import Family, Loss
 
     assert set(get_args(Family)) == set(models.FAMILIES)
     assert set(get_args(Loss)) == set(models.LOSSES)
@@ -50,7 +51,7 @@ def test_spec_names_are_the_registries_names() -> None:
 
 def test_validating_a_spec_needs_no_torch() -> None:
     """The service validates job specs: it must not pull in torch (its image has none)."""
-    code = ("import sys; import services.service; from trainer import jobs; "
+    code = ("import sys; import services.service; from ganforge import jobs; "
             "jobs.validate_spec({'family': 'mlp', 'steps': 5}); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -73,3 +74,14 @@ def test_critic_steps_default_by_loss() -> None:
 def test_round_trips_through_json() -> None:
     cfg = TrainConfig(family="mlp", loss="bce", real_label=0.9)
     assert TrainConfig.model_validate(cfg.to_dict()) == cfg
+
+
+def test_the_resume_rule_lets_only_steps_and_device_change() -> None:
+    saved = TrainConfig(steps=100, width=16).to_dict()
+    cfg = TrainConfig.resumed(saved, {"steps": 300, "device": "cpu"})
+    assert (cfg.steps, cfg.device, cfg.width) == (300, "cpu", 16)
+    with pytest.raises(InvalidInput, match="only --steps and --device may change .*--width"):
+        TrainConfig.resumed(saved, {"width": 32})
+    TrainConfig(steps=999, width=16).check_resumes(TrainConfig(steps=100, width=16), "run")
+    with pytest.raises(InvalidInput, match="run_dir: run holds a checkpoint of another config"):
+        TrainConfig(width=32).check_resumes(TrainConfig(width=16), "run")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ganforge.errors import InvalidInput
-from services.sampling import latents, slerp
+from ganforge.generator import latents, slerp
 
 
 def test_slerp_starts_and_ends_on_the_two_latents() -> None:

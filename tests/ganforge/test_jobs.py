@@ -5,9 +5,9 @@ import uuid
 
 import pytest
 
+from ganforge import jobs
 from ganforge.errors import InvalidInput
 from ganforge.settings import get_settings
-from trainer import jobs
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ import json
 import os
 import time
 
+from ganforge import jobs, store
 from ganforge.settings import get_settings
-from tests.conftest import run_cli
-from tests.trainer.workers import TINY, Worker, wait_for
-from trainer import jobs, store
+from tests.utils import run_cli
+from tests.utils.workers import TINY, Worker, wait_for
 from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 

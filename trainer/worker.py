@@ -1,4 +1,5 @@
-"""The worker side of the queue: the ``train_gan`` task, its progress reports and metrics.
+"""The worker side of the queue: the ``train_gan`` task (registered on the core's Celery app,
+``ganforge.queue``), its progress reports, job lock and metrics. ``ganforge worker`` runs it.
 
 The task is thin: it takes a validated spec (a dict, never tensors), and re-fetches everything
 else (the job's cancel flag, its checkpoint, the model store) so that a redelivered or duplicated
@@ -21,11 +22,11 @@ from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 from prometheus_client import Counter, Gauge, Histogram
 
 from ganforge.errors import GanforgeError, TrainingCancelled
+from ganforge.jobs import CANCELLED, PROGRESS, JobStore, job_store, latest_grid
+from ganforge.queue import TASK_NAME, app
 from ganforge.settings import Settings, get_settings
-from trainer.config import TrainConfig
-from trainer.jobs import CANCELLED, PROGRESS, JobStore, job_store, latest_grid
+from ganforge.spec import TrainConfig
 from trainer.loop import Callback, GANTrainer
-from trainer.queue import TASK_NAME, app
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +152,13 @@ def _hard_limit(seconds: int) -> None:
 
 def finished_result(job_id: str) -> dict[str, Any] | None:
     """The model a previous delivery of this job registered, as the task's result."""
-    from trainer import store
+    from ganforge import store
 
     model = store.find_run(job_id)
     if model is None:
         return None
     return {"tag": model.tag, "stage": model.stage, "created": False,
-            "steps": model.metadata.get("steps"), "metrics": model.metadata.get("metrics")}
+            "steps": model.card.steps, "metrics": model.card.metrics}
 
 
 def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
@@ -228,7 +229,7 @@ class QueueLength:
     def collect(self) -> Any:
         from prometheus_client.core import GaugeMetricFamily
 
-        from trainer.queue import QUEUES
+        from ganforge.queue import QUEUES
 
         family = GaugeMetricFamily("ganforge_queue_length", "Jobs waiting in each queue",
                                    labels=["queue"])
@@ -247,8 +248,7 @@ def _start_metrics(**_: Any) -> None:
         return
     from prometheus_client import REGISTRY, start_http_server
 
-    url = settings.broker_url or settings.result_backend
-    if url and url.startswith(("redis://", "rediss://")):
-        REGISTRY.register(QueueLength(url))
+    if settings.redis_url:
+        REGISTRY.register(QueueLength(settings.redis_url))
     start_http_server(settings.worker_metrics_port)
     log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)

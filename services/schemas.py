@@ -1,0 +1,43 @@
+"""What the HTTP routes take: typed, bounded inputs (every limit is stated here, once)."""
+
+from typing import Annotated, Literal
+
+from fastapi import Path, Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from ganforge.generator import MAX_IMAGES, MAX_SEED
+
+Digit = Annotated[int, Field(ge=0, le=9)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Count = Annotated[int, Field(ge=1, le=MAX_IMAGES)]
+Latent = Annotated[list[Annotated[float, Field(allow_inf_nan=False)]], Field(min_length=1,
+                                                                               max_length=1024)]
+Format = Literal["png", "npy"]
+MODEL_PATTERN = r"^[A-Za-z0-9_.:-]+$"  # name or name:version
+ModelTag = Annotated[str, Field(min_length=1, max_length=200, pattern=MODEL_PATTERN)]
+ModelQuery = Annotated[str | None, Query(min_length=1, max_length=200, pattern=MODEL_PATTERN,
+                                         description="name or name:version; default: the default")]
+DigitQuery = Annotated[int | None, Query(ge=0, le=9, description="digit to draw")]
+SeedQuery = Annotated[int | None, Query(ge=0, le=MAX_SEED,
+                                        description="same seed, same images; random when absent")]
+CountQuery = Annotated[int, Query(ge=1, le=MAX_IMAGES, description="images; a grid when > 1")]
+JobId = Annotated[str, Path(pattern=r"^[A-Za-z0-9-]{1,64}$")]
+Artifact = Literal["samples.png", "losses.png"]
+
+
+class GenerateRequest(BaseModel):
+    """``POST /generate``: digits drawn from a seed, or given latents (with digits)."""
+
+    model_config = ConfigDict(extra="forbid")
+    digits: Annotated[list[Digit], Field(min_length=1, max_length=MAX_IMAGES)] | None = None
+    latents: Annotated[list[Latent], Field(min_length=1, max_length=MAX_IMAGES)] | None = None
+    n: Count = 1
+    seed: Seed | None = None
+    model: ModelTag | None = None
+    format: Format = "png"
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    seed: int | None
+    images: list[str]  # base64 PNGs
