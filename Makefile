@@ -28,7 +28,14 @@ data: install
 # test, driven by Playwright) and dataset-fashion-mnist (the real Fashion-MNIST, gz IDX files
 # under /usr/share/datasets): installed when missing and we may (root, as on CI).
 DEBS := wrk prometheus chromium dataset-fashion-mnist
-tools:
+# checkov (the manifests' policy check) gets a virtualenv of its own: its pins (packaging<24,
+# old boto3, networkx) would pull the project's stack back, Celery included.
+CHECKOV := .venv-checkov/bin/checkov
+$(CHECKOV):
+	@test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet 'checkov>=3.3,<4'
+
+tools: $(CHECKOV)
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q $$missing >/dev/null 2>&1 || \
@@ -68,4 +75,4 @@ pretrained: data
 	export_default_model(json.load(open('runs/pretrained.json'))['tag'])"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache build *.egg-info
