@@ -8,7 +8,7 @@ default model. Every reader goes through :class:`ModelCard`, never through strin
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from ganforge.errors import CorruptModel
+from ganforge.errors import CorruptModel, InvalidInput
 from ganforge.generator import GeneratorSpec
 
 MNIST_CLASSES = tuple(str(d) for d in range(10))
@@ -90,6 +90,32 @@ class ModelCard:
             return cls(**values)
         except (TypeError, ValueError) as exc:
             raise CorruptModel(f"model card: {exc}") from exc
+
+
+MAX_LISTED = 30  # class names an error message lists before "..."
+
+
+def resolve_label(card: ModelCard, value: str | int, field: str = "label") -> int:
+    """The class index a request means by ``value``: a class name of the model (exact, else the
+    one name equal ignoring case) or an index ``0 .. num_classes - 1``. Names win over indices,
+    so MNIST's "7" is class 7 either way and a folder with classes named "10", "20" works.
+    Raises InvalidInput on ``field`` listing the model's classes."""
+    text = str(value).strip()
+    if not card.conditional:
+        raise InvalidInput(field, f"this model is unconditional and takes no {field}")
+    names = card.class_names
+    if text in names:
+        return names.index(text)
+    folded = [i for i, name in enumerate(names) if name.casefold() == text.casefold()]
+    if len(folded) == 1:
+        return folded[0]
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if 0 <= index < card.num_classes:
+            return index
+    listed = ", ".join(names[:MAX_LISTED]) + (", ..." if len(names) > MAX_LISTED else "")
+    raise InvalidInput(field, f"unknown {field} {text!r}; allowed: a class name ({listed}) "
+                              f"or an index 0-{card.num_classes - 1}")
 
 
 def _without_none(value: Any) -> Any:

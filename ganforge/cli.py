@@ -4,8 +4,9 @@
     ganforge train --resume RUN_DIR [--steps N]
     ganforge evaluate TAG
     ganforge models list
-    ganforge sample --model TAG --digit 7 --n 16 --seed 42 -o out.png
-    ganforge classifier            # reproduce the evaluator's weights
+    ganforge train --dataset fashion-mnist | emnist-letters | imagefolder:DIR [--channels 3 --image-size 32]
+    ganforge sample --model TAG --label Sneaker --n 16 --seed 42 -o out.png   (or --digit 7)
+    ganforge classifier [--dataset NAME]   # train a set's judge (MNIST: reproduce the shipped one)
     ganforge worker [--queues cpu]  # a Celery worker for queued jobs
     ganforge jobs submit [train flags] | list | status ID | cancel ID | watch ID
     ganforge serve [--port 3000]    # the HTTP service
@@ -61,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", type=Path, help="run directory (default: runs/<name>-<time>)")
     t.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR from its checkpoint and config")
-    t.add_argument("--data-dir", type=Path, help="MNIST root (default: GANFORGE_DATA_DIR)")
+    t.add_argument("--data-dir", type=Path, help="data root (default: GANFORGE_DATA_DIR)")
     t.add_argument("--eval-samples", type=int, help="samples the evaluator draws")
+    t.add_argument("--judge-epochs", type=int, default=3,
+                   help="epochs of the set's judge when it has none yet (default: 3)")
+    t.add_argument("--judge-subset", type=int, default=0,
+                   help="train a missing judge on the first N images (default: 0, all)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print the result as JSON")
 
@@ -81,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", help="draw images from a registered generator")
     s.add_argument("--model", required=True, help="model name or name:version")
-    s.add_argument("--digit", type=int, help="digit 0-9 (conditional models)")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--label", help="class name or index (conditional models): Sneaker, q, 7")
+    which.add_argument("--digit", help="the same as --label (digit models: 0-9)")
     s.add_argument("--n", type=int, default=1,
                    help=f"images (1-{MAX_IMAGES}); a grid when more than 1")
     s.add_argument("--seed", type=int, default=0)
@@ -111,11 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=3000)
     sv.add_argument("--host", default="0.0.0.0")
 
-    c = sub.add_parser("classifier", help="retrain the evaluator's MNIST classifier")
+    c = sub.add_parser("classifier", help="train a set's judge (the evaluator's classifier) and "
+                                          "keep it in the model store (MNIST: the shipped weights)")
+    c.add_argument("--dataset", default="mnist", help="labelled image set (default: mnist)")
+    c.add_argument("--image-size", type=int, default=28, help="side the judge reads (default: 28)")
+    c.add_argument("--channels", type=int, default=1, help="1 (grey) or 3 (colour) (default: 1)")
     c.add_argument("--epochs", type=int, default=3)
+    c.add_argument("--subset", type=int, default=0, help="train on the first N images (0: all)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--data-dir", type=Path)
-    c.add_argument("-o", "--output", type=Path, help="weights file (default: the shipped one)")
+    c.add_argument("-o", "--output", type=Path,
+                   help="write a weights file instead (MNIST 1x28x28 default: the shipped one)")
     return p
 
 
@@ -149,12 +162,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = args.run_dir
     if args.eval_samples is not None and not 100 <= args.eval_samples <= 200_000:
         raise InvalidInput("eval_samples", f"must be between 100 and 200000, got {args.eval_samples}")
+    recipe = _judge_recipe(args.judge_epochs, args.judge_subset, "judge_")
     settings = _settings(args.data_dir)
     from trainer.loop import resolve_device
 
     resolve_device(cfg.device)  # fail before any file is written
+    pipeline.check_dataset(cfg, settings)
     result = pipeline.run(cfg, run_dir, settings=settings, eval_samples=args.eval_samples,
-                          progress_bar=not args.no_progress)
+                          progress_bar=not args.no_progress, judge_recipe=recipe)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -165,6 +180,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_recipe(epochs: int, subset: int, prefix: str = "") -> Any:
+    from trainer.judges import JudgeRecipe
+
+    if not 1 <= epochs <= 100:
+        raise InvalidInput(f"{prefix}epochs", f"must be between 1 and 100, got {epochs}")
+    if subset < 0:
+        raise InvalidInput(f"{prefix}subset", f"must be 0 (all) or more, got {subset}")
+    return JudgeRecipe(epochs=epochs, subset=subset)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ganforge import store
     from ganforge.generator import OnnxGenerator
@@ -172,16 +197,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = _settings(args.data_dir)
     model = store.get_model(args.tag)
+    card = model.card
+    channels, size, _ = card.image_shape
     report = evaluate(OnnxGenerator(model.onnx_path, model.spec), latent_dim=model.spec.latent_dim,
                       conditional=model.spec.conditional, data_dir=settings.data_dir,
-                      n=args.samples or settings.eval_samples, seed=args.seed)
+                      n=args.samples or settings.eval_samples, seed=args.seed,
+                      dataset=card.dataset, image_size=size, channels=channels)
     if args.json:
         print(json.dumps({"tag": model.tag, **report.to_dict()}, indent=2))
     else:
         print(f"{model.tag}: {report.summary()}")
         if report.per_class_accuracy:
-            print("  per digit: " + " ".join(f"{d}:{a:.3f}"
-                                             for d, a in enumerate(report.per_class_accuracy)))
+            names = card.class_names or tuple(map(str, range(len(report.per_class_accuracy))))
+            print("  per class: " + " ".join(f"{n}:{a:.3f}"
+                                             for n, a in zip(names, report.per_class_accuracy,
+                                                             strict=False)))
         print(f"  class histogram: {report.class_histogram}")
     return 0
 
@@ -197,11 +227,14 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     if not found:
         print("no models registered (train one: ganforge train)")
         return 0
-    print(f"{'TAG':<42} {'STAGE':<10} {'STEPS':>6} {'ACC':>6} {'KL':>7} {'FCD':>7}  CREATED")
+    print(f"{'TAG':<42} {'STAGE':<10} {'DATASET':<16} {'SHAPE':<8} {'STEPS':>6} {'ACC':>6} "
+          f"{'KL':>7} {'FCD':>7}  CREATED")
     for m in found:
         c = m.card
-        print(f"{m.tag:<42} {m.stage:<10} {c.steps:>6} {_fmt(c.label_accuracy, '.3f'):>6} "
-              f"{_fmt(c.class_kl, '.4f'):>7} {_fmt(c.fcd, '.2f'):>7}  {m.created:%Y-%m-%d %H:%M}")
+        shape = "x".join(map(str, c.image_shape))
+        print(f"{m.tag:<42} {m.stage:<10} {c.dataset[:16]:<16} {shape:<8} {c.steps:>6} "
+              f"{_fmt(c.label_accuracy, '.3f'):>6} {_fmt(c.class_kl, '.4f'):>7} "
+              f"{_fmt(c.fcd, '.2f'):>7}  {m.created:%Y-%m-%d %H:%M}")
     return 0
 
 
@@ -213,6 +246,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ganforge import store
+    from ganforge.card import resolve_label
     from ganforge.generator import OnnxGenerator
     from ganforge.images import encode_png, make_grid, to_uint8
 
@@ -221,7 +255,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.output.suffix not in (".png", ".npy"):
         raise InvalidInput("output", f"must end in .png or .npy, got {args.output.name}")
     model = store.get_model(args.model)
-    images = OnnxGenerator(model.onnx_path, model.spec).sample(args.n, args.seed, args.digit)
+    field, value = ("digit", args.digit) if args.digit is not None else ("label", args.label)
+    label = None if value is None else resolve_label(model.card, value, field)
+    images = OnnxGenerator(model.onnx_path, model.spec).sample(args.n, args.seed, label)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     if args.output.suffix == ".npy":
         np.save(args.output, images)
@@ -233,12 +269,29 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_classifier(args: argparse.Namespace) -> int:
-    from trainer import classifier
+    from ganforge.datasets import check_request
+    from trainer import classifier, judges
 
+    check_request(args.dataset, image_size=args.image_size, channels=args.channels)
+    recipe = _judge_recipe(args.epochs, args.subset)
     settings = _settings(args.data_dir)
-    info = classifier.main(settings.data_dir, epochs=args.epochs, seed=args.seed,
-                           out=args.output or classifier.WEIGHTS)
-    print(json.dumps(info))
+    key = judges.JudgeKey(args.dataset, args.channels, args.image_size)
+    if args.output is not None or key.shipped:  # a weights file (MNIST: the shipped one)
+        from trainer.data import load_dataset
+
+        def split(train: bool) -> Any:
+            s = load_dataset(args.dataset, settings.data_dir, train=train, image_size=args.image_size,
+                             channels=args.channels, download=settings.download)
+            return s.head(args.subset) if args.subset else s
+
+        model, info = classifier.train_classifier(split(True), split(False), epochs=args.epochs,
+                                                  seed=args.seed)
+        classifier.save(model, info, args.output or classifier.WEIGHTS)
+        print(json.dumps({**info, "weights": str(args.output or classifier.WEIGHTS)}))
+        return 0
+    recipe = judges.JudgeRecipe(epochs=recipe.epochs, subset=recipe.subset, seed=args.seed)
+    judge = judges.train(key, settings.data_dir, recipe, download=settings.download, log_line=print)
+    print(json.dumps({**judge.info, "tag": judge.source, "classes": len(judge.class_names)}))
     return 0
 
 

@@ -34,6 +34,11 @@ class ModelNotFound(GanforgeError, LookupError):
     http_status = 404
 
 
+class ModelUnavailable(ModelNotFound):
+    """The store holds that version but it cannot be served (damaged or missing files); asked
+    again once its files change. A 404 like an unknown version: nothing can be served for it."""
+
+
 class TrainingDiverged(GanforgeError):
     """A loss became NaN or infinite; the run stops and registers nothing."""
 

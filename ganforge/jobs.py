@@ -6,17 +6,23 @@ A job is a Celery task whose id is the job id. Its record (spec, queue, time) an
 live in a small job store beside the broker: Redis keys under ``ganforge:`` when the broker is
 Redis, files under ``var/jobs`` on the embedded default. States are Celery's (PENDING, STARTED,
 PROGRESS, SUCCESS, FAILURE) plus CANCELLED.
+
+When the queue's Redis cannot be reached, every client call raises :class:`QueueUnavailable`
+(HTTP 503), never a bare connection error.
 """
 
+import functools
 import json
 import os
+import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
-from ganforge.errors import ArtifactNotReady, InvalidInput, JobNotFound
+from ganforge.errors import ArtifactNotReady, GanforgeError, InvalidInput, JobNotFound
 from ganforge.files import write_bytes_atomic
 from ganforge.settings import Settings, get_settings
 from ganforge.spec import TrainConfig
@@ -27,6 +33,46 @@ FINISHED = {"SUCCESS", "FAILURE", CANCELLED, "REVOKED"}
 
 
 ARTIFACTS = ("samples.png", "losses.png")
+RUNNING = {"STARTED", PROGRESS, "RETRY"}  # what a job whose worker died mid-way is left showing
+_PROCESS_START = time.time()
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class QueueUnavailable(GanforgeError):
+    """The queue's server (Redis) does not answer: a 503 that says so, for the caller to retry."""
+
+    http_status = 503
+
+
+def _outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the broker or result backend cannot be reached (imports are lazy:
+    the CLI's start stays quick)."""
+    import redis
+    from celery.exceptions import BackendError
+    from kombu.exceptions import OperationalError
+
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OperationalError,
+                            BackendError, ConnectionError))
+
+
+def queue_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn a lost connection to the queue into :class:`QueueUnavailable`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except GanforgeError:
+            raise
+        except Exception as exc:
+            if not _outage(exc):
+                raise
+            raise QueueUnavailable(f"queue: the job queue is unavailable ({type(exc).__name__}: "
+                                   f"{str(exc)[:200]}); try again when it is back") from exc
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -64,15 +110,28 @@ class JobStore(Protocol):
     def cancel_requested(self, job_id: str) -> bool: ...
     def acquire(self, job_id: str, owner: str, ttl: int) -> bool: ...
     def release(self, job_id: str, owner: str) -> None: ...
+    def locked(self, job_id: str, ttl: int) -> bool: ...
+    def keep_delivery(self, delivery_tag: str) -> None: ...
+
+
+@functools.lru_cache(maxsize=8)
+def _redis(url: str) -> Any:
+    """One client (one connection pool) per server and process. Short timeouts and two quick
+    retries: an outage is reported in well under a second instead of the client's default
+    back-off of several seconds, and the worker's lock renewal simply tries again later."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10,
+                                retry=Retry(ExponentialBackoff(cap=0.2, base=0.05), 2))
 
 
 class RedisJobStore:
     """Job records in a Redis hash, newest-first index in a sorted set, flags and locks as keys."""
 
     def __init__(self, url: str) -> None:
-        import redis
-
-        self.r = redis.Redis.from_url(url)
+        self.r = _redis(url)
 
     def add(self, record: JobRecord) -> None:
         pipe = self.r.pipeline()
@@ -109,6 +168,14 @@ class RedisJobStore:
         key = f"ganforge:job:{job_id}:lock"
         if self.r.get(key) == owner.encode():
             self.r.delete(key)
+
+    def locked(self, job_id: str, ttl: int) -> bool:
+        return bool(self.r.exists(f"ganforge:job:{job_id}:lock"))  # Redis expires a dead one
+
+    def keep_delivery(self, delivery_tag: str) -> None:
+        from ganforge.queue import keep_delivery
+
+        keep_delivery(self.r, delivery_tag)
 
 
 class FileJobStore:
@@ -149,8 +216,11 @@ class FileJobStore:
             os.close(fd)
             return True
         except FileExistsError:
-            holder = path.read_text()
-            if holder == owner or now - path.stat().st_mtime > ttl:
+            try:
+                holder, mtime = path.read_text(), path.stat().st_mtime
+            except FileNotFoundError:  # released meanwhile: try again
+                return self.acquire(job_id, owner, ttl)
+            if holder == owner or now - mtime > ttl or _dead_owner(holder, mtime):
                 path.write_text(owner)  # renew, or take over a dead owner's lock
                 return True
             return False
@@ -160,6 +230,41 @@ class FileJobStore:
         if path.exists() and path.read_text() == owner:
             path.unlink()
 
+    def locked(self, job_id: str, ttl: int) -> bool:
+        path = self._path(job_id, "lock")
+        try:
+            holder, mtime = path.read_text(), path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return time.time() - mtime <= ttl and not _dead_owner(holder, mtime)
+
+    def keep_delivery(self, delivery_tag: str) -> None:
+        """Nothing to renew: the filesystem transport has no visibility timeout."""
+
+
+def lock_owner() -> str:
+    """A lock owner's name: host, process and a token of its own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _dead_owner(owner: str, mtime: float) -> bool:
+    """A lock taken on this machine by a process that is gone (the embedded queue is one
+    machine: a restarted worker need not wait out the TTL). A lock of this very process from
+    before it started is a previous incarnation's (a container's pid 1 is always 1)."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return mtime < _PROCESS_START
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
 
 def job_store(settings: Settings | None = None) -> JobStore:
     settings = settings or get_settings()
@@ -168,12 +273,30 @@ def job_store(settings: Settings | None = None) -> JobStore:
     return FileJobStore(settings.var_dir.resolve() / "jobs")
 
 
+def interrupted(settings: Settings | None = None) -> list[JobRecord]:
+    """Jobs of the embedded queue that a worker started and nobody runs any more: recorded as
+    started or in progress, their lock free or stale, no message of theirs waiting in the queue
+    folder (a job a stopping worker handed back has one). Nothing redelivers them (a message
+    leaves the folder when a worker takes it); ``ganforge worker`` re-queues them at start."""
+    from celery.result import AsyncResult
+
+    from ganforge.queue import app, embedded_waiting
+
+    settings = settings or get_settings()
+    store = job_store(settings)
+    waiting = embedded_waiting(settings)
+    return [r for r in store.all()
+            if r.id not in waiting and AsyncResult(r.id, app=app).state in RUNNING
+            and not store.locked(r.id, settings.job_lock_ttl)]
+
+
 # --------------------------------------------------------------------- the client side
 def validate_spec(spec: dict[str, Any] | TrainConfig) -> TrainConfig:
     """Raises pydantic's ValidationError naming the field; nothing is queued then."""
     return spec if isinstance(spec, TrainConfig) else TrainConfig.model_validate(spec)
 
 
+@queue_errors
 def submit(spec: dict[str, Any] | TrainConfig, *, job_id: str | None = None) -> str:
     """Validate the spec, record the job, queue it; returns the job id."""
     from ganforge.queue import TASK_NAME, app, queue_for
@@ -187,6 +310,7 @@ def submit(spec: dict[str, Any] | TrainConfig, *, job_id: str | None = None) -> 
     return job_id
 
 
+@queue_errors
 def status(job_id: str) -> JobStatus:
     from celery.result import AsyncResult
 
@@ -213,12 +337,14 @@ def status(job_id: str) -> JobStatus:
                      error=error)
 
 
+@queue_errors
 def list_jobs(limit: int = 100) -> list[JobStatus]:
     if not 1 <= limit <= 10_000:
         raise InvalidInput("limit", f"must be between 1 and 10000, got {limit}")
     return [status(r.id) for r in job_store().all()[:limit]]
 
 
+@queue_errors
 def artifact(job_id: str, name: str) -> tuple[str, bytes]:
     """A file of the job's run folder (``GANFORGE_RUNS_DIR/<job id>``, shared by workers and the
     service): ``samples.png``, its newest fixed-noise grid, or ``losses.png``, its loss curves.
@@ -253,6 +379,7 @@ def _artifact_path(job_id: str, name: str) -> Path:
                            f"steps)")
 
 
+@queue_errors
 def cancel(job_id: str) -> JobStatus:
     """Ask a job to stop: a queued one never starts, a running one stops between two steps,
     writes its checkpoint and ends CANCELLED. Cancelling a finished job changes nothing."""

@@ -7,15 +7,22 @@ Broker and result backend come from ``GANFORGE_BROKER_URL`` / ``GANFORGE_RESULT_
 (Redis in production and tests). With neither set the app runs on one machine with no server:
 kombu's filesystem transport and Celery's file result backend, under ``GANFORGE_VAR_DIR``.
 
-Reliability: a job is acknowledged only when it ends (``task_acks_late``), a job whose worker
-process is lost is requeued (``task_reject_on_worker_lost``), a worker reserves one job at a time
-(``worker_prefetch_multiplier=1``), and an unacknowledged job returns to the queue after
-``visibility_timeout``, where the next delivery resumes it from its checkpoint.
+Reliability: a job is acknowledged only when it ends (``task_acks_late``), a worker reserves one
+job at a time (``worker_prefetch_multiplier=1``). On Redis, kombu keeps each unacknowledged
+delivery in the ``unacked`` hash, indexed by delivery time in ``unacked_index``; idle workers put
+back on the queue every delivery older than ``visibility_timeout`` (two minutes by default). The
+worker running a job renews its delivery's time there every few seconds (:func:`keep_delivery`),
+so a live job of any length stays put, and a job whose worker died (SIGKILL, a lost node: the
+solo pool never sees ``task_reject_on_worker_lost``) is delivered again within
+``visibility_timeout`` plus one sweep, and resumes from its checkpoint. A worker asked to stop
+(SIGTERM) requeues its job itself at once (``trainer.worker``).
 
 Queues: ``gpu`` and ``cpu``. A spec asking for ``device=cuda`` goes to ``gpu``; every other job
 to ``cpu``. A GPU worker consumes both (``ganforge worker`` picks its queues from the hardware).
 """
 
+import json
+import time
 from typing import Any
 
 from celery import Celery
@@ -24,6 +31,32 @@ from ganforge.settings import Settings, get_settings
 
 TASK_NAME = "ganforge.train_gan"
 QUEUES = ("gpu", "cpu")
+
+
+UNACKED_INDEX_KEY = "unacked_index"  # kombu's sorted set: delivery tag -> time delivered
+
+
+def restore_interval(visibility_timeout: int) -> int:
+    """Seconds between two sweeps for overdue deliveries: a tenth of the timeout, 1 to 10 s."""
+    return max(1, min(10, visibility_timeout // 10))
+
+
+def keep_delivery(client: Any, delivery_tag: str) -> bool:
+    """Mark a delivery as alive now, so that no sweep puts it back on the queue. ``XX``: a
+    delivery already acknowledged (gone from the index) is never added back. ``client`` is a
+    redis client on the broker; returns whether the delivery was still there."""
+    return bool(client.zadd(UNACKED_INDEX_KEY, {delivery_tag: time.time()}, xx=True, ch=True))
+
+
+def embedded_waiting(settings: Settings) -> set[str]:
+    """Ids of the jobs whose messages wait in the embedded queue's folder (one JSON file each)."""
+    found = set()
+    for path in (settings.var_dir.resolve() / "broker" / "queue").glob("*.msg"):
+        try:
+            found.add(json.loads(path.read_text())["headers"]["id"])
+        except (OSError, ValueError, KeyError, TypeError):  # taken meanwhile, or not ours
+            continue
+    return found
 
 
 def queue_for(spec: dict[str, Any]) -> str:
@@ -56,14 +89,16 @@ def broker_settings(settings: Settings) -> dict[str, Any]:
             "result_backend": f"file://{results}",
         }
     broker = settings.broker_url or settings.result_backend
-    quick = settings.visibility_timeout < 600  # tests and small setups: restore promptly
     return {
         "broker_url": broker,
         "result_backend": settings.result_backend or broker,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
-            "unacked_restore_interval": 1 if quick else 10,
-            "unacked_restore_throttle": 1 if quick else 10,
+            "unacked_index_key": UNACKED_INDEX_KEY,
+            # every idle worker sweeps for overdue deliveries this often (kombu's default is a
+            # scan every 100 s); one ZRANGE under a mutex, so cheap
+            "unacked_restore_interval": restore_interval(settings.visibility_timeout),
+            "unacked_restore_throttle": 1,
         },
         "result_backend_transport_options": {"visibility_timeout": settings.visibility_timeout},
     }

@@ -30,15 +30,18 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     var_dir: Path = Path("var")
-    # An unacknowledged job goes back to the queue after this long: keep it above the longest
-    # job (a worker that dies mid-job is only noticed then). Redis broker only.
-    visibility_timeout: int = Field(12 * 3600, ge=1)
+    # A job whose worker stopped renewing its delivery (SIGKILL, a lost node) goes back to the
+    # queue after this long, for another worker to resume from its checkpoint. A running job's
+    # worker renews its delivery every few seconds, so jobs may run far longer than this (Redis
+    # broker only; the embedded queue re-queues interrupted jobs when a worker starts).
+    visibility_timeout: int = Field(120, ge=1)
     # Per-job limits, enforced by the worker: past the soft one the job checkpoints and fails,
     # past the hard one it is interrupted.
     job_soft_time_limit: int = Field(6 * 3600, ge=1)
     job_time_limit: int = Field(6 * 3600 + 600, ge=1)
-    # A running job holds a lock it renews every few seconds; a lock not renewed for this long
-    # belongs to a dead worker and may be taken over by the next delivery of the job.
+    # A running job holds a lock it renews every ttl/4 seconds (and at most every
+    # visibility_timeout/4); a lock not renewed for this long belongs to a dead worker and may be
+    # taken over by the next delivery of the job.
     job_lock_ttl: int = Field(60, ge=2)
     # The worker's Prometheus endpoint (0: none).
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
@@ -51,6 +54,10 @@ class Settings(BaseSettings):
     serve_inline_max: int = Field(4, ge=0, le=256)  # batches up to this run on the event loop
     ort_threads: int = Field(0, ge=0, le=64)  # ONNX Runtime intra-op threads (0: up to 4)
     model_poll_interval: float = Field(5.0, gt=0.0)  # seconds between model store checks
+    # Largest request body the service reads (413 above it, refused before it is buffered).
+    # 8 MiB: 256 latents of 1024 floats as JSON take at most 6.8 MB (each float in repr's
+    # longest form, "-2.2250738585072014e-308, ": 26 bytes), plus room for the other fields.
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
 
     # How long a finished job's result stays in the result backend (its record in the job store
     # stays); None: forever.

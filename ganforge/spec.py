@@ -7,18 +7,24 @@ reference recipe"): a conditional DCGAN with a spectrally normalised projection 
 hinge loss and an EMA generator.
 """
 
+import re
+from pathlib import PurePath
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ganforge import datasets
 from ganforge.errors import InvalidInput
 
-NUM_CLASSES = 10  # MNIST
 # The names a spec may use, spelled out here so that validating a spec (the service does, for
-# POST /jobs) needs no torch; tests/ganforge/test_spec.py keeps them equal to models.FAMILIES
-# and models.LOSSES.
+# POST /jobs) needs no torch; tests/ganforge/test_spec.py keeps them equal to models.FAMILIES,
+# models.LOSSES and models.supported_sizes.
 Family = Literal["mlp", "dcgan"]
 Loss = Literal["bce", "minimax", "hinge", "wgan-gp"]
+FAMILY_SIZES: dict[str, tuple[int, ...]] = {"mlp": (28, 32), "dcgan": (28, 32, 64)}
+Schedule = Literal["fixed", "threshold"]
+MAX_SUBSET = 1_000_000  # above EMNIST letters' 124,800 training images
+MAX_SLUG = 40  # of a folder's name in a model name (store names stop at 63 characters)
 
 
 RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
@@ -28,7 +34,11 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # --- what to train ---
+    dataset: str = Field("mnist", min_length=1, max_length=500,
+                         description="labelled image set: " + ", ".join(datasets.dataset_names()))
     family: Family = Field("dcgan", description="GAN family: mlp or dcgan")
+    image_size: int = Field(28, description="image side: 28 or 32 (mlp, dcgan), 64 (dcgan)")
+    channels: int = Field(1, description="1 (grey) or 3 (colour)")
     conditional: bool = Field(True, description="label-driven G and D")
     loss: Loss = Field("hinge", description="GAN loss")
     latent_dim: int = Field(100, ge=1, le=1024, description="length of z")
@@ -49,13 +59,77 @@ class TrainConfig(BaseModel):
     d_steps: int = Field(0, ge=0, le=100,
                          description="D (critic) steps per G step; 0 = 5 for wgan-gp, else 1")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA decay of G (0: no EMA)")
-    steps: int = Field(3000, ge=1, le=10_000_000, description="G steps")
+    schedule: Schedule = Field(
+        "fixed", description="fixed: d_steps D steps per G step; threshold: each round trains D "
+                             "until d_threshold, then G until g_threshold (accuracy on a held-out batch)")
+    d_threshold: float = Field(0.5, ge=0.0, le=1.0,
+                               description="threshold schedule: D trains until this accuracy")
+    g_threshold: float = Field(0.2, ge=0.0, le=1.0,
+                               description="threshold schedule: G trains until D calls this share "
+                                           "of its fakes real")
+    g_steps: int = Field(1, ge=1, le=100,
+                         description="threshold schedule: G steps at least per round")
+    steps: int = Field(3000, ge=1, le=10_000_000, description="G steps (threshold schedule: rounds)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of weights, noise and data order")
-    subset: int = Field(0, ge=0, le=60_000, description="train on the first N images (0: all)")
+    subset: int = Field(0, ge=0, le=MAX_SUBSET, description="train on the first N images (0: all)")
+    # --- how fast (trainer/fastpath.py): the same training up to float rounding; auto = the
+    # fast path on CUDA, the plain loop (bit-exact resume, same figures) on the CPU ---
+    log_every: int = Field(0, ge=0, le=100_000,
+                           description="read losses to the host every N steps, one sync per N "
+                                       "(0: auto, 1 on CPU, 50 on CUDA)")
+    adam: Literal["auto", "torch", "foreach", "fused"] = Field(
+        "auto", description="Adam kernels: torch (PyTorch's pick), foreach, fused (auto: fused on "
+                            "CUDA, torch on CPU)")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile(mode=reduce-overhead), CUDA graphs on CUDA (auto: on "
+                            "CUDA unless the loss has a gradient penalty)")
+    amp: Literal["auto", "bf16", "off"] = Field(
+        "auto", description="bf16 autocast (auto: off until measured to keep the quality figures)")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="channels_last memory format (auto: on CUDA, off on CPU)")
     # --- bookkeeping ---
     sample_every: int = Field(500, ge=1, description="steps between sample grids")
+    realness_grid: bool = Field(False, description="print D's realness score above each image "
+                                                   "of the sample grids")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        _reraise(datasets.idx_set, name)
+        return name
+
+    @field_validator("image_size")
+    @classmethod
+    def _buildable_size(cls, size: int, info: ValidationInfo) -> int:
+        family = info.data.get("family")  # absent when the family itself was refused
+        sizes = FAMILY_SIZES.get(family, ()) if family else tuple(sorted(set().union(*FAMILY_SIZES.values())))
+        if size not in sizes:
+            who = f"the {family} family builds" if family else "the families build"
+            raise ValueError(f"must be one of {', '.join(map(str, sizes))} ({who} those)")
+        return size
+
+    @field_validator("channels")
+    @classmethod
+    def _grey_or_colour(cls, channels: int) -> int:
+        if channels not in datasets.CHANNELS:
+            raise ValueError("must be 1 (grey) or 3 (colour)")
+        return channels
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_steps(cls, schedule: str, info: ValidationInfo) -> str:
+        if schedule == "threshold" and info.data.get("d_steps"):
+            raise ValueError("the threshold schedule decides how long D trains: leave d_steps at 0")
+        return schedule
+
+    @field_validator("g_steps")
+    @classmethod
+    def _threshold_only(cls, g_steps: int, info: ValidationInfo) -> int:
+        if g_steps != 1 and info.data.get("schedule") == "fixed":
+            raise ValueError("only the threshold schedule uses it (--schedule threshold)")
+        return g_steps
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
@@ -69,13 +143,11 @@ class TrainConfig(BaseModel):
         return self.d_steps or (5 if self.loss == "wgan-gp" else 1)
 
     @property
-    def num_classes(self) -> int:
-        return NUM_CLASSES if self.conditional else 0
-
-    @property
     def model_name(self) -> str:
-        """The model store name: ``mnist-<family>[-cond]``."""
-        return f"mnist-{self.family}{'-cond' if self.conditional else ''}"
+        """The model store name: ``<dataset>-<family>[-cond]`` (``mnist-dcgan-cond``); an image
+        folder is ``folder-<its base name>``. The number of classes is the data's, not the spec's:
+        an image folder's classes are known only once it is read (``datasets.dataset_info``)."""
+        return f"{dataset_slug(self.dataset)}-{self.family}{'-cond' if self.conditional else ''}"
 
     def check_resumes(self, saved: "TrainConfig", where: str) -> None:
         """The resume rule: a run continues only under its own config; ``steps`` and
@@ -97,3 +169,22 @@ class TrainConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _reraise(check: Any, *args: Any) -> None:
+    """Run a registry check inside a validator: its InvalidInput becomes the ValueError pydantic
+    reports under the field being validated (the message without the repeated field name)."""
+    try:
+        check(*args)
+    except InvalidInput as exc:
+        raise ValueError(str(exc).removeprefix(f"{exc.field}: ")) from exc
+
+
+def dataset_slug(name: str) -> str:
+    """The dataset part of a model name, in the characters a store name allows ([a-z0-9-]):
+    the registry name itself, or ``folder-<base name>`` for ``imagefolder:PATH``."""
+    if not name.startswith(datasets.IMAGEFOLDER):
+        return name
+    base = PurePath(name[len(datasets.IMAGEFOLDER):].rstrip("/\\")).name
+    cleaned = re.sub(r"[^a-z0-9]+", "-", base.lower())[:MAX_SLUG].strip("-")
+    return f"folder-{cleaned}" if cleaned else "folder"

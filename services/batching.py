@@ -48,9 +48,14 @@ class Batcher:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        """Images for ``z`` (and ``labels``), computed in whichever batch comes next."""
-        if self._closing:
-            raise RuntimeError("batcher is closed")
+        """Images for ``z`` (and ``labels``), computed in whichever batch comes next.
+
+        A request that took this model just before a hot swap closed the batcher is still
+        served: queued for the closing batcher's remaining runs while its consumer drains, or
+        run on its own once the consumer has stopped (the session lives as long as a request
+        holds it). A swap never turns a request into an error."""
+        if self._closing and (self._task is None or self._task.done()):
+            return await self._run_alone(z, labels)
         loop = asyncio.get_running_loop()
         if self._task is None:
             self._loop = loop
@@ -115,11 +120,20 @@ class Batcher:
                 self._pool.shutdown(wait=False)
                 return
 
+    async def _run_alone(self, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """One late request on a closed batcher: inline when small, else on a worker thread."""
+        if len(z) <= self.inline_max:
+            images = self.run(z, labels)
+        else:
+            images = await asyncio.to_thread(self.run, z, labels)
+        self.on_batch(len(z))
+        return images
+
     def close(self) -> None:
         """Finish what is queued, then stop; used when a new model version replaces this one.
         Safe to call from any thread."""
         self._closing = True
-        if self._loop is not None and self._wake is not None:
+        if self._loop is not None and self._wake is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake.set)
-        else:
+        else:  # never used, or its loop is gone (tests): no consumer to wake
             self._pool.shutdown(wait=False)

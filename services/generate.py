@@ -4,10 +4,12 @@ import asyncio
 import base64
 import io
 import secrets
+from collections.abc import Sequence
 
 import numpy as np
 from fastapi.responses import Response
 
+from ganforge.card import resolve_label
 from ganforge.errors import InvalidInput
 from ganforge.generator import latents as seeded_latents
 from ganforge.generator import slerp
@@ -21,12 +23,27 @@ def pick_seed(seed: int | None) -> int:
     return secrets.randbits(32) if seed is None else seed
 
 
-def labels_for(digits: list[int] | None, n: int) -> np.ndarray | None:
-    """One digit for all ``n`` images, or one each; checked against the model by
+def class_indices(loaded: LoadedModel, labels: Sequence[str | int] | None,
+                  digits: Sequence[int] | None) -> list[int] | None:
+    """The classes a request asks for: ``labels`` (class names or indices, any model) or
+    ``digits`` (indices: the same thing, kept for digit models), never both. An unknown label is
+    InvalidInput naming the field and listing the model's classes."""
+    if labels and digits:
+        raise InvalidInput("label", "give a label or a digit, not both")
+    card = loaded.model.card
+    if labels:
+        return [resolve_label(card, v, "label") for v in labels]
+    if digits:
+        return [resolve_label(card, d, "digit") for d in digits]
+    return None
+
+
+def labels_for(classes: list[int] | None, n: int) -> np.ndarray | None:
+    """One class for all ``n`` images, or one each; checked against the model by
     ``OnnxGenerator.check`` (``ganforge.generator.check_labels``)."""
-    if not digits:
+    if not classes:
         return None
-    return np.array(digits * n if len(digits) == 1 else digits, dtype=np.int64)
+    return np.array(classes * n if len(classes) == 1 else classes, dtype=np.int64)
 
 
 async def sample(loaded: LoadedModel, z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -36,20 +53,32 @@ async def sample(loaded: LoadedModel, z: np.ndarray, labels: np.ndarray | None) 
     return images
 
 
-async def by_seed(loaded: LoadedModel, digits: list[int] | None, n: int, seed: int) -> np.ndarray:
-    """``n`` images from ``seed``'s latents: one digit for all, one per image, or none."""
+async def by_seed(loaded: LoadedModel, classes: list[int] | None, n: int, seed: int) -> np.ndarray:
+    """``n`` images from ``seed``'s latents: one class for all, one per image, or none."""
     z = seeded_latents(seed, n, loaded.model.spec.latent_dim)
-    return await sample(loaded, z, labels_for(digits, n))
+    return await sample(loaded, z, labels_for(classes, n))
 
 
 async def by_latents(loaded: LoadedModel, latents: list[list[float]],
-                     digits: list[int] | None) -> np.ndarray:
+                     classes: list[int] | None) -> np.ndarray:
     dim = loaded.model.spec.latent_dim
     if any(len(v) != dim for v in latents):
         raise InvalidInput("latents", f"each latent must have length {dim}")
     with np.errstate(over="ignore"):
         z = np.asarray(latents, dtype=np.float32)  # beyond float32's range becomes inf: refused
-    return await sample(loaded, z, labels_for(digits, len(z)))
+    return await sample(loaded, z, labels_for(classes, len(z)))
+
+
+async def draw(loaded: LoadedModel, classes: list[int] | None,
+               latents: list[list[float]] | None, n: int,
+               seed: int | None) -> tuple[np.ndarray, int | None]:
+    """``POST /generate``'s rule, shared with the native API: the given latents (with one class
+    for all or one each), else one image per class (``n`` for an unconditional model) from the
+    seed's latents. Returns the images and the seed used (None for given latents)."""
+    if latents is not None:
+        return await by_latents(loaded, latents, classes), None
+    seed = pick_seed(seed)
+    return await by_seed(loaded, classes, len(classes) if classes else n, seed), seed
 
 
 async def interpolation(loaded: LoadedModel, digit: int | None, seed_a: int, seed_b: int,

@@ -21,6 +21,11 @@ MODEL_LOADS = Counter("ganforge_model_loads_total", "Model versions loaded", ["m
 MODEL_LOAD_FAILURES = Counter("ganforge_model_load_failures_total",
                               "Model versions that failed to load (the old one kept serving)",
                               ["model"])
+STORE_SKIPPED = Gauge("ganforge_model_store_skipped",
+                      "Model store versions not served, by reason: unreadable (missing_model_yaml, "
+                      "bad_model_yaml, bad_card, missing_generator) or failing to load "
+                      "(load_failed); each is read again when its files change",
+                      ["reason"], multiprocess_mode="livemax")
 MODEL_INFO = Gauge("ganforge_model_info", "Loaded models (1 = serving)",
                    ["model", "version", "family", "conditional", "provider"],
                    multiprocess_mode="livesum")

@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from ganforge.files import atomic_write
 from ganforge.images import make_grid, save_png, to_uint8
@@ -32,16 +34,26 @@ class Checkpointer(Callback):
 
 
 class SampleGrid(Callback):
-    """Writes ``samples/step-XXXXXX.png``: the EMA generator on the fixed 10x10 batch."""
+    """Writes ``samples/step-XXXXXX.png``: the EMA generator on the fixed batch (MNIST: 10x10,
+    a row per digit; ``loop.grid_labels``), grey or colour as the model draws.
 
-    def __init__(self, run_dir: Path, every: int) -> None:
+    ``realness``: print D's realness score (the sigmoid of its logit, 0-1) in a strip above each
+    image, as the EMNIST-letters tutorial's grids do: which fakes D still sees through.
+    """
+
+    def __init__(self, run_dir: Path, every: int, *, realness: bool = False) -> None:
         self.dir, self.every = Path(run_dir) / "samples", every
+        self.realness = realness
         self.latest: Path | None = None
 
     def write(self, trainer: GANTrainer) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / f"step-{trainer.step:06d}.png"
-        save_png(make_grid(to_uint8(trainer.sample_fixed().numpy()), nrow=10), path)
+        images = trainer.sample_fixed()
+        pixels = to_uint8(images.numpy())
+        if self.realness:
+            pixels = with_scores(pixels, realness(trainer, images))
+        save_png(make_grid(pixels, nrow=trainer.grid_columns), path)
         self.latest = path
 
     def on_train_start(self, trainer: GANTrainer) -> None:
@@ -55,6 +67,34 @@ class SampleGrid(Callback):
     def on_train_end(self, trainer: GANTrainer, cancelled: bool) -> None:
         if self.latest is None or self.latest.name != f"step-{trainer.step:06d}.png":
             self.write(trainer)
+
+
+SCORE_STRIP = 11  # pixels above each image for its score: the default font is 10 px high
+
+
+@torch.no_grad()
+def realness(trainer: GANTrainer, images: torch.Tensor) -> np.ndarray:
+    """D's probability that each image is real, in eval mode (no dropout, no spectral-norm
+    power step, so the training run is not changed by drawing a grid)."""
+    was_training = trainer.D.training
+    trainer.D.eval()
+    try:
+        logits = trainer.D(images.to(trainer.device), trainer.fixed_labels)
+    finally:
+        trainer.D.train(was_training)
+    return torch.sigmoid(logits).cpu().numpy()
+
+
+def with_scores(pixels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Each uint8 image (N, H, W) or (N, H, W, 3) with a black strip above it holding its score
+    ("0.87") in white, in Pillow's default font, so the grid reads as score over image."""
+    font = ImageFont.load_default()
+    out = []
+    for image, score in zip(pixels, scores, strict=True):
+        strip = Image.new("L" if image.ndim == 2 else "RGB", (image.shape[1], SCORE_STRIP))
+        ImageDraw.Draw(strip).text((1, 0), f"{score:.2f}", fill="white", font=font)
+        out.append(np.concatenate([np.asarray(strip), image], axis=0))
+    return np.stack(out)
 
 
 class History(Callback):

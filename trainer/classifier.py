@@ -1,11 +1,14 @@
-"""The evaluator's judge: a small MNIST CNN trained by the project itself.
+"""The evaluator's judge: a small CNN trained by the project itself, one per labelled set.
 
-Its weights ship in ``trainer/assets/mnist_cnn.pt``; ``ganforge classifier`` reproduces them
-(3 epochs, seed 0, about 5 minutes on 2 CPU cores). Its 128-d penultimate layer is the feature
+MNIST's weights ship in ``trainer/assets/mnist_cnn.pt``; ``ganforge classifier`` reproduces them
+(3 epochs, seed 0, about 5 minutes on 2 CPU cores). Other sets (and other shapes) get the same
+network for C channels, side S and K classes, trained by ``ganforge classifier --dataset NAME``
+and kept in the model store (``trainer/judges.py``). Its 128-d penultimate layer is the feature
 space of the Frechet classifier distance (FCD).
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,14 @@ WEIGHTS = Path(__file__).parent / "assets" / "mnist_cnn.pt"
 FEATURES = 128
 
 
-class MnistCNN(nn.Module):
-    def __init__(self) -> None:
+class JudgeCNN(nn.Module):
+    """Two conv blocks (each halving the side) and a 128-d feature layer; MNIST's is 1x28x28
+    with 10 classes, and its parameter names are those of the shipped weights."""
+
+    def __init__(self, channels: int = 1, image_size: int = 28, num_classes: int = 10) -> None:
         super().__init__()
+        self.shape = (channels, image_size, image_size)
+        self.num_classes = num_classes
 
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
@@ -32,18 +40,25 @@ class MnistCNN(nn.Module):
             )
 
         self.features = nn.Sequential(
-            block(1, 32),  # (N, 32, 14, 14)
-            block(32, 64),  # (N, 64, 7, 7)
+            block(channels, 32),  # (N, 32, S/2, S/2): 14 for MNIST
+            block(32, 64),  # (N, 64, S/4, S/4): 7
             nn.Flatten(),
-            nn.Linear(64 * 7 * 7, FEATURES),
+            nn.Linear(64 * (image_size // 4) ** 2, FEATURES),
             nn.ReLU(),
         )
         self.dropout = nn.Dropout(0.3)
-        self.classify = nn.Linear(FEATURES, 10)
+        self.classify = nn.Linear(FEATURES, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for images in [-1, 1], shape (N, 1, 28, 28)."""
+        """Logits for images in [-1, 1], shape (N, C, S, S)."""
         return self.classify(self.dropout(self.features(x)))
+
+    def arch(self) -> dict[str, int]:
+        c, s, _ = self.shape
+        return {"channels": c, "image_size": s, "num_classes": self.num_classes}
+
+
+MnistCNN = JudgeCNN  # the name before sets had channels
 
 
 def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
@@ -53,13 +68,14 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
     dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
     side = x.shape[-1]
-    rows = (dy[:, None] + torch.arange(side))[:, :, None]  # (N, 28, 1)
-    cols = (dx[:, None] + torch.arange(side))[:, None, :]  # (N, 1, 28)
-    return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
+    rows = (dy[:, None] + torch.arange(side))[:, :, None]  # (N, S, 1)
+    cols = (dx[:, None] + torch.arange(side))[:, None, :]  # (N, 1, S)
+    # advanced indices around a slice put their dims first: (N, S, S, C) -> (N, C, S, S)
+    return padded[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
 
 
 @torch.no_grad()
-def predict(model: MnistCNN, images: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: JudgeCNN, images: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Return ``(logits, penultimate features)`` for images in [-1, 1]."""
     model.eval()
     logits, feats = [], []
@@ -70,18 +86,29 @@ def predict(model: MnistCNN, images: torch.Tensor, batch: int = 1000) -> tuple[t
     return torch.cat(logits), torch.cat(feats)
 
 
-def accuracy(model: MnistCNN, split: Split) -> float:
-    logits, _ = predict(model, split.normalized())
+def predict_split(model: JudgeCNN, split: Split, index: torch.Tensor | None = None,
+                  batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`predict` over a uint8 split (or the ``index`` rows of it), normalised a batch at a
+    time: a colour 64x64 test split as floats would take gigabytes at once."""
+    rows = torch.arange(len(split)) if index is None else index
+    parts = [predict(model, split.normalized(rows[i : i + batch])) for i in range(0, len(rows), batch)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def accuracy(model: JudgeCNN, split: Split) -> float:
+    logits, _ = predict_split(model, split)
     return float((logits.argmax(1) == split.labels).float().mean())
 
 
-def train_classifier(train: Split, test: Split, epochs: int = 3, seed: int = 0,
-                     batch_size: int = 128, log=print) -> tuple[MnistCNN, dict[str, Any]]:
+def train_classifier(train: Split, test: Split, epochs: int = 3, seed: int = 0, batch_size: int = 128,
+                     log: Callable[[str], Any] = print) -> tuple[JudgeCNN, dict[str, Any]]:
+    """Train a judge for ``train``'s shape and classes (MNIST: the shipped recipe)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = MnistCNN()
+    model = JudgeCNN(train.channels, train.image_size, train.num_classes or 10)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps_per_epoch = len(train) // batch_size
+    batch_size = min(batch_size, len(train))
+    steps_per_epoch = max(len(train) // batch_size, 1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -96,19 +123,20 @@ def train_classifier(train: Split, test: Split, epochs: int = 3, seed: int = 0,
             opt.step()
             sched.step()
         log(f"epoch {epoch + 1}/{epochs}: test accuracy {accuracy(model, test):.4f}")
-    info = {"test_accuracy": accuracy(model, test), "epochs": epochs, "seed": seed,
-            "seconds": round(time.perf_counter() - start, 1)}
+    info = {"test_accuracy": round(accuracy(model, test), 5), "epochs": epochs, "seed": seed,
+            "train_images": len(train), "seconds": round(time.perf_counter() - start, 1)}
     return model, info
 
 
-def save(model: MnistCNN, info: dict[str, Any], path: Path = WEIGHTS) -> None:
+def save(model: JudgeCNN, info: dict[str, Any], path: Path = WEIGHTS) -> None:
     with atomic_write(path) as tmp:
-        torch.save({"state_dict": model.state_dict(), "info": info}, tmp)
+        torch.save({"state_dict": model.state_dict(), "info": info, "arch": model.arch()}, tmp)
 
 
-def load(path: Path = WEIGHTS) -> MnistCNN:
+def load(path: Path = WEIGHTS) -> JudgeCNN:
+    """A saved judge; files without ``arch`` (the shipped MNIST weights) are 1x28x28, 10 classes."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = MnistCNN()
+    model = JudgeCNN(**ckpt.get("arch", {}))
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
 

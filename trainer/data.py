@@ -4,7 +4,7 @@ A whole training split (MNIST: 60,000 x 28 x 28 bytes) fits in memory, so batche
 by index instead of through a DataLoader: each step's indices depend only on ``(seed, step)``,
 which is what makes resuming a run exact.
 
-:func:`load_dataset` loads any set ``trainer.datasets`` knows by name (``mnist``,
+:func:`load_dataset` loads any set ``ganforge.datasets`` knows by name (``mnist``,
 ``fashion-mnist``, ``emnist-letters``, ``imagefolder:PATH``) at the size and channel count the
 networks are built for, and downloads the IDX sets through torchvision when allowed.
 :func:`load_mnist` is the MNIST-only form older callers use: its images are (N, 28, 28).
@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 import models
-from ganforge.errors import DataNotFound, InvalidInput
-from trainer.datasets import (
+from ganforge.datasets import (
     DatasetInfo,
     IdxSet,
     check_request,
@@ -28,6 +27,7 @@ from trainer.datasets import (
     idx_set,
     load_arrays,
 )
+from ganforge.errors import DataNotFound, InvalidInput
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
              "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

@@ -1,7 +1,8 @@
-"""Judge a generator with the project's MNIST classifier.
+"""Judge a generator with the project's classifier for its set (``trainer/judges.py``: MNIST's
+shipped one, or the set's judge from the model store).
 
-On ``n`` samples (default 10,000; a conditional model gets ``n/10`` per digit) it reports:
-- label accuracy, overall and per class (conditional models): does G draw the digit asked for;
+On ``n`` samples (default 10,000; a conditional model gets ``n/K`` per class) it reports:
+- label accuracy, overall and per class (conditional models): does G draw the class asked for;
 - the histogram of predicted classes and its KL divergence to uniform (mode coverage);
 - the Frechet classifier distance (FCD): Frechet distance between the classifier's penultimate
   features of generated and test images, next to the same distance between real train and test
@@ -19,11 +20,11 @@ import numpy as np
 import torch
 
 from ganforge.generator import latents
-from trainer import classifier
-from trainer.data import Split, load_mnist
+from trainer import classifier, judges
+from trainer.data import Split, load_dataset
+from trainer.judges import Judge, JudgeKey
 
-NUM_CLASSES = 10
-# (z, labels | None) -> images in [-1, 1], (N, 1, 28, 28)
+# (z, labels | None) -> images in [-1, 1], (N, C, H, W)
 SampleFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
@@ -37,6 +38,7 @@ class EvalReport:
     fcd: float
     fcd_baseline: float
     seconds: float
+    judge: str = ""  # the judge's store tag (or the shipped file)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,11 +67,6 @@ def kl_to_uniform(hist: np.ndarray) -> float:
     return float((p[nz] * np.log(p[nz] * len(p))).sum())
 
 
-@lru_cache(maxsize=1)
-def _judge() -> classifier.MnistCNN:
-    return classifier.load()
-
-
 def torch_sampler(generator: torch.nn.Module, device: torch.device) -> SampleFn:
     """A SampleFn over a PyTorch generator (e.g. the EMA generator while it trains)."""
 
@@ -81,55 +78,63 @@ def torch_sampler(generator: torch.nn.Module, device: torch.device) -> SampleFn:
     return sample
 
 
-@lru_cache(maxsize=2)
-def _reference(data_dir: Path, n: int) -> tuple[np.ndarray, float]:
-    """Test-set features and the real train-vs-test FCD baseline, computed once per process."""
-    judge = _judge()
-    test = load_mnist(data_dir, train=False)
-    train = load_mnist(data_dir, train=True)
-    _, test_feats = classifier.predict(judge, test.normalized())
+@lru_cache(maxsize=4)
+def _reference(judge: Judge, dataset: str, data_dir: Path, n: int) -> tuple[np.ndarray, float]:
+    """Test-set features and the real train-vs-test FCD baseline, computed once per process
+    and judge (the set at the judge's shape)."""
+    _, size, _ = judge.model.shape
+    channels = judge.model.shape[0]
+    test = load_dataset(dataset, data_dir, train=False, image_size=size, channels=channels)
+    train = load_dataset(dataset, data_dir, train=True, image_size=size, channels=channels)
+    _, test_feats = classifier.predict_split(judge.model, test)
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n]
-    _, train_feats = classifier.predict(judge, train.normalized(idx))
+    _, train_feats = classifier.predict_split(judge.model, train, idx)
     test_np = test_feats.numpy().astype(np.float64)
     return test_np, frechet_distance(train_feats.numpy().astype(np.float64), test_np)
 
 
 def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: Path,
-             n: int = 10_000, seed: int = 0, batch: int = 1000) -> EvalReport:
-    """Draw ``n`` samples through ``sample`` and judge them."""
+             n: int = 10_000, seed: int = 0, batch: int = 1000, dataset: str = "mnist",
+             image_size: int = 28, channels: int = 1, judge: Judge | None = None) -> EvalReport:
+    """Draw ``n`` samples through ``sample`` and judge them with ``judge`` (default: the set's
+    judge at this shape, which must exist: ``judges.ensure`` trains a missing one)."""
     start = time.perf_counter()
-    judge = _judge()
+    data_dir = Path(data_dir).resolve()
+    judge = judge or judges.get(JudgeKey(dataset, channels, image_size), data_dir)
+    k = judge.num_classes
     z = latents(seed, n, latent_dim)
-    labels = np.arange(n) % NUM_CLASSES if conditional else None
+    labels = np.arange(n) % k if conditional else None
     preds, feats = [], []
     for i in range(0, n, batch):
         y = None if labels is None else labels[i : i + batch]
         images = torch.from_numpy(sample(z[i : i + batch], y))
-        logits, f = classifier.predict(judge, images)
+        logits, f = classifier.predict(judge.model, images)
         preds.append(logits.argmax(1).numpy())
         feats.append(f.numpy())
     pred = np.concatenate(preds)
-    hist = np.bincount(pred, minlength=NUM_CLASSES)
+    hist = np.bincount(pred, minlength=k)
     acc = per_class = None
     if labels is not None:
         hit = pred == labels
         acc = float(hit.mean())
-        per_class = [round(float(hit[labels == c].mean()), 4) for c in range(NUM_CLASSES)]
-    test_feats, baseline = _reference(Path(data_dir).resolve(), min(n, 10_000))
+        per_class = [round(float(hit[labels == c].mean()), 4) if (labels == c).any() else 0.0
+                     for c in range(k)]
+    test_feats, baseline = _reference(judge, dataset, data_dir, min(n, 10_000))
     fcd = frechet_distance(np.concatenate(feats).astype(np.float64), test_feats)
     return EvalReport(samples=n, label_accuracy=acc, per_class_accuracy=per_class,
                       class_histogram=hist.tolist(), class_kl=round(kl_to_uniform(hist), 5),
                       fcd=round(fcd, 4), fcd_baseline=round(baseline, 4),
-                      seconds=round(time.perf_counter() - start, 2))
+                      seconds=round(time.perf_counter() - start, 2), judge=judge.source)
 
 
 def real_images_sampler(split: Split) -> SampleFn:
-    """A 'generator' that returns real images of the requested digits: the evaluator's ceiling."""
-    by_class = [split.normalized(split.labels == c) for c in range(NUM_CLASSES)]
-    counters = [0] * NUM_CLASSES
+    """A 'generator' that returns real images of the requested classes: the evaluator's ceiling."""
+    k = split.num_classes or int(split.labels.max()) + 1
+    by_class = [split.normalized(split.labels == c) for c in range(k)]
+    counters = [0] * k
 
     def sample(z: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        ys = labels if labels is not None else np.arange(len(z)) % NUM_CLASSES
+        ys = labels if labels is not None else np.arange(len(z)) % k
         out = []
         for y in ys:
             pool = by_class[int(y)]

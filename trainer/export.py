@@ -2,7 +2,8 @@
 
 One self-contained file (no external data), opset 17, the TorchScript-based exporter
 (``dynamo=False``), a dynamic batch axis. Inputs ``z`` float32 [N, latent_dim] and, for a
-conditional model, ``label`` int64 [N]; output ``image`` float32 [N, 1, 28, 28].
+conditional model, ``label`` int64 [N]; output ``image`` float32 [N, C, H, W], the model's shape
+(``arch.image_shape``: [N, 1, 28, 28] for MNIST, [N, 3, 32, 32] for a colour folder at 32).
 """
 
 import warnings
@@ -74,6 +75,9 @@ def export_onnx(generator: nn.Module, arch: ModelConfig, path: Path,
             expected = wrapper(*args).numpy()
         session = OnnxGenerator(tmp, GeneratorSpec(arch.latent_dim, arch.num_classes), threads=1)
         got = session(z.numpy(), labels.numpy() if arch.conditional else None)
+        if got.shape[1:] != arch.image_shape:
+            raise ExportParityError(f"export: ONNX draws {list(got.shape[1:])}, the model is "
+                                    f"{list(arch.image_shape)}")
         error = float(np.abs(got - expected).max())
         if not error <= tolerance:
             raise ExportParityError(f"export: ONNX differs from PyTorch by {error:.3g} "

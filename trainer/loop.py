@@ -7,6 +7,8 @@ checkpoint's own config, never from today's defaults.
 """
 
 import copy
+import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,9 +22,21 @@ from ganforge import __version__
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from ganforge.spec import TrainConfig
 from models.losses import gradient_penalty
-from trainer.data import Split, batch_indices
+from trainer.data import Split, normalize
+from trainer.fastpath import (
+    EpochOrder,
+    LossWindow,
+    RngSnapshot,
+    compile_module,
+    keep_adam_kind,
+    make_adam,
+    resolve,
+)
 
 CHECKPOINT_FORMAT = 1
+COMPILE_TRIAL_STEPS = 5  # compiled steps taken undoably while CUDA graphs are recorded
+log = logging.getLogger(__name__)
+MAX_PHASE_UPDATES = 20  # threshold schedule: updates of one net per round at most
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -45,11 +59,36 @@ class Callback:
     def on_train_end(self, trainer: "GANTrainer", cancelled: bool) -> None: ...
 
 
-def architecture(cfg: TrainConfig) -> models.ModelConfig:
-    """The networks a job spec asks for (the spec itself is torch-free and knows no models)."""
-    return models.ModelConfig(latent_dim=cfg.latent_dim, num_classes=cfg.num_classes,
+def architecture(cfg: TrainConfig, num_classes: int) -> models.ModelConfig:
+    """The networks a job spec asks for on a set of ``num_classes`` classes (the data's count:
+    the spec itself is torch-free, knows no models and cannot count an image folder's classes)."""
+    if cfg.conditional and num_classes < 2:
+        raise InvalidInput("conditional", f"{cfg.dataset} has {num_classes} class"
+                           f"{'es' if num_classes != 1 else ''}: a conditional model needs at least "
+                           "2; train it with --no-conditional")
+    return models.ModelConfig(latent_dim=cfg.latent_dim, num_classes=num_classes if cfg.conditional else 0,
+                              image_size=cfg.image_size, channels=cfg.channels,
                               width=cfg.width, embed_dim=cfg.embed_dim,
                               spectral_norm=cfg.spectral_norm, d_conditioning=cfg.d_conditioning)
+
+
+def check_shape(cfg: TrainConfig, data: Split) -> None:
+    """The data must be what the spec says the networks are built for."""
+    if (data.channels, data.image_size) != (cfg.channels, cfg.image_size):
+        raise InvalidInput("image_size", f"the data is {data.channels}x{data.image_size}x"
+                           f"{data.image_size} but the spec asks for {cfg.channels}x{cfg.image_size}x"
+                           f"{cfg.image_size}; load it with the spec's image_size and channels")
+
+
+def grid_labels(num_classes: int, per_class: int = 10) -> tuple[torch.Tensor | None, int]:
+    """Labels of the fixed progress batch and its columns: a row per class (``per_class``
+    images each) up to 10 classes; with more classes a column per class and 4 rows (26
+    letters: 26 x 4); unconditional (``num_classes`` 0): 10 x 10 images."""
+    if num_classes == 0:
+        return None, 10
+    if num_classes <= 10:
+        return torch.arange(num_classes).repeat_interleave(per_class), per_class
+    return torch.arange(num_classes).repeat(4), num_classes
 
 
 class GANTrainer:
@@ -61,33 +100,59 @@ class GANTrainer:
         self.callbacks = list(callbacks)
         self.should_stop = should_stop or (lambda: False)
         if cfg.subset:
-            data = Split(data.images[: cfg.subset], data.labels[: cfg.subset])
+            data = data.head(cfg.subset)
+        check_shape(cfg, data)
+        if cfg.schedule == "threshold":
+            data = self.hold_out(data)
         self.images = data.images.to(self.device)
         self.labels = data.labels.to(self.device)
+        self.class_names = data.class_names
 
         torch.manual_seed(cfg.seed)  # weights, dropout masks, GP interpolation
-        self.arch = arch or architecture(cfg)
+        self.arch = arch or architecture(cfg, data.num_classes)
         G, D = models.build(cfg.family, self.arch)
         self.G, self.D = G.to(self.device), D.to(self.device)
+        # the fast path (trainer/fastpath.py): what each of the spec's speed fields means here
+        self.fast = resolve(cfg, self.device, models.LOSSES[cfg.loss].gradient_penalty)
+        if self.fast.channels_last:
+            self.G, self.D = (m.to(memory_format=torch.channels_last) for m in (self.G, self.D))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas)
+        self.opt_g = make_adam(self.G.parameters(), cfg.lr_g, betas, self.fast.adam)
+        self.opt_d = make_adam(self.D.parameters(), cfg.lr_d, betas, self.fast.adam)
+        # what the steps call: the modules themselves, or their CUDA-graphed compilations
+        self.run_G, self.run_D = (compile_module(m) if self.fast.compile else m for m in (self.G, self.D))
+        self.order = EpochOrder(len(self.labels), cfg.batch_size, cfg.seed, self.device)
+        self.window = LossWindow(self.fast.log_every)
+        self.rng = RngSnapshot(self.device)  # this run's global RNG state, for trainer.multi
+        self._compiled_steps, self.compile_error = 0, ""  # see train_step
+        self._tick, self._window_images = time.perf_counter(), 0.0  # the images/s clock
         self.loss = models.LOSSES[cfg.loss]
         self.noise = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.step = 0
+        self.batches = 0  # real batches the threshold schedule has drawn (its rounds vary)
         self.images_per_s = 0.0
-        # a fixed batch for progress grids: 10 x 10, one row per digit when conditional
+        # a fixed batch for progress grids: 10 x 10 (MNIST: one row per digit), see grid_labels
         fixed = torch.Generator().manual_seed(cfg.seed + 2)
-        self.fixed_z = torch.randn(100, cfg.latent_dim, generator=fixed).to(self.device)
-        self.fixed_labels = (torch.arange(10).repeat_interleave(10).to(self.device)
-                             if cfg.conditional else None)
+        labels, self.grid_columns = grid_labels(self.arch.num_classes)
+        count = 100 if labels is None else len(labels)
+        self.fixed_z = torch.randn(count, cfg.latent_dim, generator=fixed).to(self.device)
+        self.fixed_labels = None if labels is None else labels.to(self.device)
 
     # ------------------------------------------------------------------ data and noise
+    def hold_out(self, data: Split) -> Split:
+        """Keep the last batch of ``data`` aside: the held-out batch the threshold schedule
+        measures accuracies on (never trained on); return the rest."""
+        b = self.cfg.batch_size
+        if len(data) < 2 * b:
+            raise InvalidInput("subset", f"the threshold schedule holds back a batch: it needs at "
+                               f"least {2 * b} images (2 x batch_size), got {len(data)}")
+        self.held_out = normalize(data.images[-b:]).to(self.device), data.labels[-b:].to(self.device)
+        return Split(data.images[:-b], data.labels[:-b], data.class_names)
+
     def real_batch(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = batch_indices(len(self.labels), self.cfg.batch_size, index, self.cfg.seed)
-        idx = idx.to(self.device)
-        x = self.images[idx].unsqueeze(1).float().div_(127.5).sub_(1.0)  # (B, 1, 28, 28)
+        idx = self.order(index)  # batch_indices' sequence, drawn on the device
+        x = normalize(self.images[idx])  # (B, C, H, W) in [-1, 1]
         return x, self.labels[idx]
 
     def latents(self, n: int) -> torch.Tensor:
@@ -95,45 +160,159 @@ class GANTrainer:
 
     # ------------------------------------------------------------------ one step
     def train_step(self) -> dict[str, float]:
+        """``critic_steps`` D steps, then one G step on the last fake batch, then the EMA.
+
+        The losses stay on the device and are read every ``log_every`` steps (``LossWindow``):
+        between reads the logs repeat the last values read, with ``losses_at`` their step.
+
+        With ``compile`` on, the first ``COMPILE_TRIAL_STEPS`` steps (compilation and CUDA graph
+        recording, where torch.compile fails if it fails) can be undone: a step that raises is
+        rolled back and taken again without compile, which stays off for the run
+        (``compile_error`` says why), so a compiler fault costs speed, never a job."""
+        if not self.fast.compile or self._compiled_steps >= COMPILE_TRIAL_STEPS:
+            return self._train_step()
+        before = copy.deepcopy(self.state_dict())
+        try:
+            logs = self._train_step()
+        except TrainingDiverged:
+            raise
+        except Exception as exc:
+            self.compile_error = f"{type(exc).__name__}: {exc}"
+            log.warning("compiled step %d failed, training on without compile: %s", self.step + 1,
+                        self.compile_error)
+            self.load_state_dict(before)
+            self.fast = dataclasses.replace(self.fast, compile=False)
+            self.run_G, self.run_D = self.G, self.D
+            return self._train_step()
+        self._compiled_steps += 1
+        return logs
+
+    def _train_step(self) -> dict[str, float]:
         cfg, k = self.cfg, self.cfg.critic_steps
         cond = cfg.conditional
+        G, D = self.run_G, self.run_D
         self.G.train()
         self.D.train()
+        if self.fast.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are spent
         # ======================= D step(s): real up, fake down =======================
         for i in range(k):
             real, y = self.real_batch(self.step * k + i)
+            if self.fast.channels_last:
+                real = real.contiguous(memory_format=torch.channels_last)
             y_in = y if cond else None
             z = self.latents(real.shape[0])
             last = i == k - 1
-            with torch.set_grad_enabled(last):  # the last fake is reused by the G step
-                fake = self.G(z, y_in)
-            d_real, d_fake = self.D(real, y_in), self.D(fake.detach(), y_in)
-            d_loss = self.loss.d_loss(d_real, d_fake, cfg.real_label)
-            if self.loss.gradient_penalty:
-                gp = gradient_penalty(partial(self.D, labels=y_in), real, fake.detach())
-                d_loss = d_loss + cfg.gp_weight * gp
+            with self.autocast():
+                with torch.set_grad_enabled(last):  # the last fake is reused by the G step
+                    fake = G(z, y_in)
+                d_real, d_fake = D(real, y_in), D(fake.detach(), y_in)
+                d_loss = self.loss.d_loss(d_real, d_fake, cfg.real_label)
+                if self.loss.gradient_penalty:
+                    gp = gradient_penalty(partial(D, labels=y_in), real, fake.detach())
+                    d_loss = d_loss + cfg.gp_weight * gp
+            real_mean, fake_mean = d_real.detach().float().mean(), d_fake.detach().float().mean()
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         # ======================= G step: fool the updated D =========================
-        g_loss = self.loss.g_loss(self.D(fake, y_in))
+        with self.autocast():
+            g_loss = self.loss.g_loss(D(fake, y_in))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
         self.update_ema()
         self.step += 1
 
+        self.window.push(d_loss, g_loss, real_mean, fake_mean)
+        if self.window.due(self.step, cfg.steps):
+            self.window.read(self.step)  # raises TrainingDiverged at a non-finite loss
+        return self.window.logs(self.step)
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast when the spec's ``amp`` asks for it; a no-op otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast.amp)
+
+    # ------------------------------------------------------------------ the threshold schedule
+    def train_step_threshold(self) -> dict[str, float]:
+        """One round of the threshold schedule (the EMNIST-letters DCGAN tutorial's): D trains on
+        fresh batches until its accuracy on the held-out batch reaches ``d_threshold``, then G
+        trains (``g_steps`` updates at least) until D calls ``g_threshold`` of fresh fakes real.
+        Each phase updates its net at least once and at most ``MAX_PHASE_UPDATES`` times, so
+        a round always moves both nets and never spins. Separate from :meth:`train_step` on
+        purpose: the fixed schedule's speed work does not touch it."""
+        cfg = self.cfg
+        self.G.train()
+        self.D.train()
+        d_updates = g_updates = 0
+        while True:  # ---- D phase
+            real, y = self.real_batch(self.batches)
+            self.batches += 1
+            y_in = y if cfg.conditional else None
+            with torch.no_grad():
+                fake = self.G(self.latents(real.shape[0]), y_in)
+            d_real, d_fake = self.D(real, y_in), self.D(fake, y_in)
+            d_loss = self.loss.d_loss(d_real, d_fake, cfg.real_label)
+            if self.loss.gradient_penalty:
+                d_loss = d_loss + cfg.gp_weight * gradient_penalty(partial(self.D, labels=y_in), real, fake)
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            d_updates += 1
+            d_acc, g_acc = self.held_out_accuracies()
+            if d_acc >= cfg.d_threshold or d_updates >= MAX_PHASE_UPDATES:
+                break
+        while True:  # ---- G phase
+            n = cfg.batch_size
+            y_in = self.random_labels(n) if cfg.conditional else None
+            g_loss = self.loss.g_loss(self.D(self.G(self.latents(n), y_in), y_in))
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+            g_updates += 1
+            if g_updates >= cfg.g_steps:
+                d_acc, g_acc = self.held_out_accuracies()
+                if g_acc >= cfg.g_threshold or g_updates >= max(MAX_PHASE_UPDATES, cfg.g_steps):
+                    break
+        self.update_ema()
+        self.step += 1
         logs = {"step": float(self.step), "d_loss": d_loss.item(), "g_loss": g_loss.item(),
-                "d_real": d_real.detach().mean().item(), "d_fake": d_fake.detach().mean().item()}
+                "d_real": d_real.detach().mean().item(), "d_fake": d_fake.detach().mean().item(),
+                "d_acc": d_acc, "g_acc": g_acc, "d_updates": float(d_updates),
+                "g_updates": float(g_updates), "images": float(cfg.batch_size * (2 * d_updates + g_updates))}
         if not (math.isfinite(logs["d_loss"]) and math.isfinite(logs["g_loss"])):
             raise TrainingDiverged(f"training diverged at step {self.step}: d_loss="
                                    f"{logs['d_loss']}, g_loss={logs['g_loss']}")
         return logs
 
     @torch.no_grad()
+    def held_out_accuracies(self) -> tuple[float, float]:
+        """(D's accuracy, G's accuracy) on the held-out batch: D's is the mean of its hit rates on
+        those real images (logit > 0) and on as many fresh fakes (logit < 0); G's is the share of
+        the fakes D calls real. D is read in eval mode (no dropout, no spectral-norm update)."""
+        real, y = self.held_out
+        y_in = y if self.cfg.conditional else None
+        fake = self.G(self.latents(real.shape[0]), y_in)
+        self.D.eval()
+        try:
+            d_real, d_fake = self.D(real, y_in), self.D(fake, y_in)
+        finally:
+            self.D.train()
+        called_real = (d_fake > 0).float().mean().item()
+        d_acc = ((d_real > 0).float().mean().item() + 1.0 - called_real) / 2
+        return d_acc, called_real
+
+    def random_labels(self, n: int) -> torch.Tensor:
+        return torch.randint(self.arch.num_classes, (n,), generator=self.noise, device=self.device)
+
+    @torch.no_grad()
     def update_ema(self) -> None:
         """Exponential moving average of G, with a warm-up so early weights fade quickly."""
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        if self.fast.foreach_ema:  # a few kernels for all tensors instead of one per tensor
+            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - decay)
+            torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+            return
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
             p_ema.lerp_(p, 1.0 - decay)
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
@@ -142,29 +321,49 @@ class GANTrainer:
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         """Train up to ``cfg.steps``; raises TrainingCancelled when ``should_stop`` says so."""
+        self.begin()
+        while self.advance():
+            pass
+
+    def begin(self) -> None:
+        """Start (or resume) training: the ``on_train_start`` callbacks, and the clock."""
         for cb in self.callbacks:
             cb.on_train_start(self)
-        images_per_step = self.cfg.batch_size * self.cfg.critic_steps
-        tick = time.perf_counter()
-        while self.step < self.cfg.steps:
-            if self.should_stop():
-                for cb in self.callbacks:
-                    cb.on_train_end(self, cancelled=True)
-                raise TrainingCancelled(f"cancelled at step {self.step} of {self.cfg.steps}")
-            logs = self.train_step()
-            now = time.perf_counter()
-            rate = images_per_step / max(now - tick, 1e-9)
-            tick = now
-            self.images_per_s = rate if self.step == 1 else 0.9 * self.images_per_s + 0.1 * rate
-            logs["images_per_s"] = self.images_per_s
+        self._tick, self._window_images = time.perf_counter(), 0.0
+
+    def advance(self) -> bool:
+        """One step and its callbacks; False, after ``on_train_end``, once ``cfg.steps`` are
+        done. ``fit`` is ``begin`` and then ``advance`` until False; ``trainer.multi`` takes
+        turns between jobs by it. Raises TrainingCancelled when ``should_stop`` says so."""
+        if self.step >= self.cfg.steps:
             for cb in self.callbacks:
-                cb.on_step_end(self, logs)
+                cb.on_train_end(self, cancelled=False)
+            return False
+        if self.should_stop():
+            for cb in self.callbacks:
+                cb.on_train_end(self, cancelled=True)
+            raise TrainingCancelled(f"cancelled at step {self.step} of {self.cfg.steps}")
+        logs = self.train_step_threshold() if self.cfg.schedule == "threshold" else self.train_step()
+        self.clock(logs)
         for cb in self.callbacks:
-            cb.on_train_end(self, cancelled=False)
+            cb.on_step_end(self, logs)
+        return True
+
+    def clock(self, logs: dict[str, float]) -> None:
+        """images/s, smoothed, into ``logs``. Measured over the steps between two loss reads:
+        only a read waits for the device, so between reads a step's wall time is just the time
+        it took to queue its kernels."""
+        self._window_images += logs.get("images", self.cfg.batch_size * self.cfg.critic_steps)
+        if "losses_at" not in logs:
+            now = time.perf_counter()
+            rate = self._window_images / max(now - self._tick, 1e-9)
+            self._tick, self._window_images = now, 0.0
+            self.images_per_s = rate if not self.images_per_s else 0.9 * self.images_per_s + 0.1 * rate
+        logs["images_per_s"] = self.images_per_s
 
     @torch.no_grad()
     def sample_fixed(self) -> torch.Tensor:
-        """The EMA generator on the fixed progress batch: (100, 1, 28, 28) in [-1, 1]."""
+        """The EMA generator on the fixed progress batch (``grid_labels``): (n, C, H, W) in [-1, 1]."""
         return self.G_ema(self.fixed_z, self.fixed_labels).cpu()
 
     # ------------------------------------------------------------------ checkpoints
@@ -178,6 +377,7 @@ class GANTrainer:
             "config": self.cfg.to_dict(),
             "architecture": self.arch.to_dict(),
             "step": self.step,
+            "batches": self.batches,
             "G": self.G.state_dict(),
             "D": self.D.state_dict(),
             "G_ema": self.G_ema.state_dict(),
@@ -192,11 +392,15 @@ class GANTrainer:
         self.G_ema.load_state_dict(ckpt["G_ema"])
         self.opt_g.load_state_dict(ckpt["opt_g"])
         self.opt_d.load_state_dict(ckpt["opt_d"])
+        for opt in (self.opt_g, self.opt_d):  # this machine's Adam kernels, not the writer's
+            keep_adam_kind(opt, self.fast.adam)
         self.step = int(ckpt["step"])
+        self.batches = int(ckpt.get("batches", 0))
         torch.set_rng_state(ckpt["rng"]["torch"])
         self.noise.set_state(ckpt["rng"]["noise"])
         if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        self.rng.capture()
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any], data: Split, *, steps: int | None = None,

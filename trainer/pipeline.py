@@ -1,11 +1,14 @@
-"""From a job spec to a registered generator: train, export, evaluate, gate, register.
+"""From a job spec to a registered generator: check the data, make sure the set has a judge,
+train, export, evaluate, gate, register.
 
 Used in-process by ``ganforge train`` and by the queue's worker task. Nothing touches the model
 store until the generator has trained, exported with parity and been evaluated; a failure at any
-step leaves the store as it was.
+step leaves the store as it was. The one exception is the set's judge: a set without one gets
+it trained and registered first (``trainer/judges.py``), since no model is registered unjudged.
 """
 
 import dataclasses
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -14,16 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from ganforge import __version__, store
-from ganforge.card import MNIST_CLASSES, ModelCard
+from ganforge.card import ModelCard
+from ganforge.datasets import DatasetInfo, dataset_info
+from ganforge.errors import InvalidInput
 from ganforge.generator import OnnxGenerator
 from ganforge.jobs import latest_grid
 from ganforge.settings import Settings, get_settings
 from ganforge.spec import TrainConfig
+from trainer import judges
 from trainer.callbacks import Checkpointer, History, ProgressBar, SampleGrid
 from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
-from trainer.data import load_mnist
+from trainer.data import Split, check_family_size, load_dataset
 from trainer.evaluate import EvalReport, evaluate
 from trainer.export import OPSET, TORCH_FILE, export_onnx, save_torch_generator
+from trainer.judges import Judge, JudgeKey, JudgeRecipe
 from trainer.loop import Callback, GANTrainer
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,36 @@ def quality_stage(report: EvalReport, conditional: bool, settings: Settings) -> 
     return store.PRODUCTION if ok else store.CANDIDATE
 
 
+def check_dataset(cfg: TrainConfig, settings: Settings) -> DatasetInfo:
+    """What can be refused about the spec's data before anything is written: an image folder
+    with no images or mixed modes, a conditional model of a one-class set, a side the family
+    cannot build. (IDX files are looked for when loaded: :func:`load_data`.)"""
+    check_family_size(cfg.family, cfg.image_size)
+    info = dataset_info(cfg.dataset, settings.data_dir)
+    if cfg.conditional and not info.conditional:
+        raise InvalidInput("conditional", f"{cfg.dataset} has {info.num_classes} class: a "
+                                          "conditional model needs at least 2; use --no-conditional")
+    return info
+
+
+def load_data(cfg: TrainConfig, settings: Settings) -> Split:
+    """The spec's training split at its image size and channels."""
+    return load_dataset(cfg.dataset, settings.data_dir, train=True, image_size=cfg.image_size,
+                        channels=cfg.channels, download=settings.download, family=cfg.family)
+
+
+def judge_key(cfg: TrainConfig) -> JudgeKey:
+    return JudgeKey(cfg.dataset, cfg.channels, cfg.image_size)
+
+
+def default_run_id(run_dir: Path) -> str:
+    """A run's id in the store when no job gives one: the folder's name and a hash of its full
+    path, so runs in two folders of one name (``a/run``, ``b/run``) register two models, while
+    resuming a run (same folder) still finds its own."""
+    where = hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{Path(run_dir).name}-{where}"
+
+
 def new_run_dir(cfg: TrainConfig, settings: Settings) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return settings.runs_dir / f"{cfg.model_name}-{stamp}-s{cfg.seed}"
@@ -62,12 +99,13 @@ def new_run_dir(cfg: TrainConfig, settings: Settings) -> Path:
 
 def train(cfg: TrainConfig, run_dir: Path, *, settings: Settings | None = None,
           callbacks: Sequence[Callback] = (), should_stop: Callable[[], bool] | None = None,
-          progress_bar: bool = True) -> GANTrainer:
-    """Train in ``run_dir``, resuming from its checkpoint when there is one."""
+          progress_bar: bool = True, data: Split | None = None) -> GANTrainer:
+    """Train in ``run_dir`` (on ``data``, default the spec's set), resuming from its checkpoint
+    when there is one."""
     settings = settings or get_settings()
-    data = load_mnist(settings.data_dir, train=True, download=settings.download)
+    data = data if data is not None else load_data(cfg, settings)
     cbs: list[Callback] = [Checkpointer(run_dir, cfg.checkpoint_every),
-                           SampleGrid(run_dir, cfg.sample_every),
+                           SampleGrid(run_dir, cfg.sample_every, realness=cfg.realness_grid),
                            History(run_dir, cfg.sample_every), *callbacks]
     if progress_bar:
         cbs.append(ProgressBar())
@@ -86,9 +124,10 @@ def train(cfg: TrainConfig, run_dir: Path, *, settings: Settings | None = None,
 
 def export_evaluate_register(trainer: GANTrainer, run_dir: Path, run_id: str, *,
                              settings: Settings | None = None, eval_samples: int | None = None,
-                             train_seconds: float = 0.0) -> RunResult:
+                             train_seconds: float = 0.0, judge: Judge | None = None) -> RunResult:
     settings = settings or get_settings()
     cfg, arch = trainer.cfg, trainer.arch
+    judge = judge or judges.get(judge_key(cfg), settings.data_dir)
     onnx_path = run_dir / store.GENERATOR_FILE
     parity = export_onnx(trainer.G_ema, arch, onnx_path)
     save_torch_generator(trainer.G_ema, cfg.family, arch, run_dir / TORCH_FILE)
@@ -97,10 +136,11 @@ def export_evaluate_register(trainer: GANTrainer, run_dir: Path, run_id: str, *,
         latent_dim=arch.latent_dim, image_shape=arch.image_shape, config=cfg.to_dict(),
         architecture=arch.to_dict(), steps=trainer.step, train_seconds=round(train_seconds, 1),
         metrics={}, parity_max_abs_diff=parity, onnx_opset=OPSET, ganforge_version=__version__,
-        class_names=MNIST_CLASSES if arch.conditional else ())
+        dataset=cfg.dataset, class_names=trainer.class_names if arch.conditional else ())
     report = evaluate(OnnxGenerator(onnx_path, card.spec), latent_dim=arch.latent_dim,
                       conditional=arch.conditional, data_dir=settings.data_dir,
-                      n=eval_samples or settings.eval_samples)
+                      n=eval_samples or settings.eval_samples, dataset=cfg.dataset,
+                      image_size=cfg.image_size, channels=cfg.channels, judge=judge)
     card = dataclasses.replace(card, metrics=report.to_dict())
     grid = latest_grid(run_dir)
     extra = [run_dir / TORCH_FILE, run_dir / "losses.png", *([grid] if grid else [])]
@@ -116,13 +156,19 @@ def export_evaluate_register(trainer: GANTrainer, run_dir: Path, run_id: str, *,
 def run(cfg: TrainConfig, run_dir: Path | None = None, *, settings: Settings | None = None,
         run_id: str | None = None, eval_samples: int | None = None,
         callbacks: Sequence[Callback] = (), should_stop: Callable[[], bool] | None = None,
-        progress_bar: bool = True) -> RunResult:
-    """The whole pipeline for one job."""
+        progress_bar: bool = True, judge_recipe: JudgeRecipe | None = None) -> RunResult:
+    """The whole pipeline for one job: the data is checked and loaded and the set's judge found
+    (or trained, once) before the first step, so a job never trains what it cannot judge."""
     settings = settings or get_settings()
+    check_dataset(cfg, settings)
+    data = load_data(cfg, settings)
+    judge = judges.ensure(judge_key(cfg), settings.data_dir,
+                          judge_recipe or JudgeRecipe.from_settings(settings),
+                          download=settings.download)
     run_dir = Path(run_dir or new_run_dir(cfg, settings))
     start = time.perf_counter()
     trainer = train(cfg, run_dir, settings=settings, callbacks=callbacks,
-                    should_stop=should_stop, progress_bar=progress_bar)
+                    should_stop=should_stop, progress_bar=progress_bar, data=data)
     seconds = time.perf_counter() - start
-    return export_evaluate_register(trainer, run_dir, run_id or run_dir.name, settings=settings,
-                                    eval_samples=eval_samples, train_seconds=seconds)
+    return export_evaluate_register(trainer, run_dir, run_id or default_run_id(run_dir), settings=settings,
+                                    eval_samples=eval_samples, train_seconds=seconds, judge=judge)

@@ -5,25 +5,34 @@ The task is thin: it takes a validated spec (a dict, never tensors), and re-fetc
 else (the job's cancel flag, its checkpoint, the model store) so that a redelivered or duplicated
 job is safe to run again: a job that already registered its model returns that model, and a job
 whose previous worker died resumes from its last checkpoint.
+
+Stopping a worker (SIGTERM from a rollout, a scale-in or a node drain; Ctrl-C) never loses its
+job: Celery's warm shutdown would wait for the whole job (hours) and its soft shutdown does not
+work with the solo pool (measured on Celery 5.7: the task pauses inside the signal handler, then
+fails with ``NotImplementedError: solo.TaskPool does not implement kill_job`` and the message is
+acknowledged: the job is lost). So the worker's own hook sees the shutdown, the running job stops
+at the next step boundary with its checkpoint written, and its message goes straight back to the
+head of its queue (``Reject(requeue=True)``), where the next worker resumes it; then the worker
+exits. A worker that dies without a word (SIGKILL, a lost node) stops renewing its delivery
+(:class:`LockKeeper`), and the broker hands the job to another worker after the visibility
+timeout (``ganforge.queue``). On the embedded queue a worker re-queues interrupted jobs at start.
 """
 
+import contextlib
 import logging
-import os
 import signal
-import socket
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 from celery import Task, signals
-from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded, TimeLimitExceeded
 from prometheus_client import Counter, Gauge, Histogram
 
 from ganforge.errors import GanforgeError, TrainingCancelled
-from ganforge.jobs import CANCELLED, PROGRESS, JobStore, job_store, latest_grid
-from ganforge.queue import TASK_NAME, app
+from ganforge.jobs import CANCELLED, PROGRESS, JobStore, interrupted, job_store, latest_grid, lock_owner
+from ganforge.queue import TASK_NAME, app, queue_for
 from ganforge.settings import Settings, get_settings
 from ganforge.spec import TrainConfig
 from trainer.loop import Callback, GANTrainer
@@ -41,8 +50,21 @@ DURATION = Histogram("ganforge_job_duration_seconds", "Wall time of one job deli
                      buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800))
 
 
+REQUEUED = "REQUEUED"  # a delivery that a stopping worker handed back (a metric label)
+SHUTDOWN = threading.Event()  # set when this worker is asked to stop
+_HANDED_BACK: dict[str, dict[str, Any]] = {}  # job id -> its last progress, once requeued
+
+
 class JobFailed(GanforgeError):
     """What a job that failed for a known reason reports (plain args: survives JSON results)."""
+
+
+@signals.worker_shutting_down.connect
+def _on_shutdown(sig: str = "", how: str = "", **_: Any) -> None:
+    """Celery calls this from its SIGTERM/SIGINT/SIGQUIT handler, in the main thread (where the
+    solo pool runs the job): only set a flag, which the job's ``should_stop`` reads between two
+    steps."""
+    SHUTDOWN.set()
 
 
 class JobReporter(Callback):
@@ -53,15 +75,19 @@ class JobReporter(Callback):
         self.task, self.job_id, self.cfg, self.store = task, job_id, cfg, store
         self.deadline, self.run_dir = deadline, run_dir
         self.resumed_from = 0
-        self.timed_out = False
+        self.timed_out = self.shutting_down = False
         self.meta: dict[str, Any] = {}
         self._last_report = self._last_check = 0.0
         self._stop = False
 
     def publish(self, trainer: GANTrainer, logs: dict[str, float], phase: str) -> None:
         self.meta = self.describe(trainer, logs, phase)
-        self.task.update_state(state=PROGRESS, meta=self.meta)
         self._last_report = time.monotonic()
+        try:
+            self.task.update_state(state=PROGRESS, meta=self.meta)
+        except Exception as exc:  # Redis restarting: training goes on, the next report catches up
+            log.warning("job %s: progress not reported (%s: %s)", self.job_id,
+                        type(exc).__name__, exc)
 
     def describe(self, trainer: GANTrainer, logs: dict[str, float], phase: str) -> dict[str, Any]:
         cfg = trainer.cfg
@@ -103,22 +129,35 @@ class JobReporter(Callback):
             self.publish(trainer, {}, "evaluating")
 
     def should_stop(self) -> bool:
+        if SHUTDOWN.is_set() and not self._stop:  # an Event: cheap enough for every step
+            self.shutting_down = self._stop = True
         now = time.monotonic()
         if not self._stop and now - self._last_check >= 0.5:
             self._last_check = now
             if time.time() > self.deadline:
                 self.timed_out = self._stop = True
-            elif self.store.cancel_requested(self.job_id):
+            elif self.cancel_requested():
                 self._stop = True
         return self._stop
 
+    def cancel_requested(self) -> bool:
+        try:
+            return self.store.cancel_requested(self.job_id)
+        except Exception as exc:  # the flag is read again half a second later
+            log.warning("job %s: cancel flag unreadable (%s)", self.job_id, type(exc).__name__)
+            return False
+
 
 class LockKeeper:
-    """Holds the job's lock while the job runs, renewing it from a background thread."""
+    """Holds the job's lock while the job runs, renewing it from a background thread, and keeps
+    the job's delivery alive in the broker (so that it is not handed to another worker after the
+    visibility timeout while this one lives). Both lapse on their own when the worker dies."""
 
-    def __init__(self, store: JobStore, job_id: str, ttl: int) -> None:
+    def __init__(self, store: JobStore, job_id: str, ttl: int, *, delivery_tag: str | None = None,
+                 every: float | None = None) -> None:
         self.store, self.job_id, self.ttl = store, job_id, ttl
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.delivery_tag, self.every = delivery_tag, max(every or ttl / 4, 0.5)
+        self.owner = lock_owner()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._renew, daemon=True, name="job-lock")
 
@@ -129,13 +168,22 @@ class LockKeeper:
         return True
 
     def _renew(self) -> None:
-        while not self._done.wait(max(self.ttl / 4, 0.5)):
-            if not self.store.acquire(self.job_id, self.owner, self.ttl):
-                log.warning("job %s: lost its lock to another worker", self.job_id)
+        while not self._done.wait(self.every):
+            try:
+                if self.delivery_tag:
+                    self.store.keep_delivery(self.delivery_tag)
+                if not self.store.acquire(self.job_id, self.owner, self.ttl):
+                    log.warning("job %s: lost its lock to another worker", self.job_id)
+            except Exception as exc:  # Redis restarting: try again next round, never die
+                log.warning("job %s: lock not renewed (%s: %s)", self.job_id,
+                            type(exc).__name__, exc)
 
     def release(self) -> None:
         self._done.set()
-        self.store.release(self.job_id, self.owner)
+        try:
+            self.store.release(self.job_id, self.owner)
+        except Exception as exc:  # it expires on its own
+            log.warning("job %s: lock not released (%s)", self.job_id, type(exc).__name__)
 
 
 def _hard_limit(seconds: int) -> None:
@@ -166,6 +214,10 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
 
     settings = settings or get_settings()
     job_id = task.request.id
+    if SHUTDOWN.is_set():  # taken while stopping (the file transport fetches once more): hand back
+        with contextlib.suppress(Exception):  # what it showed before this delivery's STARTED
+            task.update_state(state=PROGRESS, meta=_HANDED_BACK.get(job_id, {"phase": "requeued"}))
+        raise Reject("worker stopping; job left on the queue", requeue=True)
     cfg = TrainConfig.model_validate(spec)
     store = job_store(settings)
     done = finished_result(job_id)
@@ -176,9 +228,11 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
         task.update_state(state=CANCELLED, meta={"step": 0, "total": cfg.steps})
         JOBS.labels(cfg.family, CANCELLED).inc()
         raise Ignore()
-    lock = LockKeeper(store, job_id, settings.job_lock_ttl)
+    lock = LockKeeper(store, job_id, settings.job_lock_ttl,
+                      delivery_tag=(task.request.properties or {}).get("delivery_tag"),
+                      every=min(settings.job_lock_ttl, settings.visibility_timeout) / 4)
     if not lock.acquire():  # a live worker runs this job: look again once its lock could lapse
-        raise task.retry(countdown=settings.job_lock_ttl, max_retries=None)
+        look_again_later(task, spec, settings)
 
     run_dir = settings.runs_dir.resolve() / job_id
     reporter = JobReporter(task, job_id, cfg, store, time.time() + settings.job_soft_time_limit,
@@ -193,6 +247,9 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
         state = "SUCCESS"
         return {**result.to_dict(), "resumed_from": reporter.resumed_from}
     except TrainingCancelled:
+        if reporter.shutting_down and not reporter.cancel_requested():
+            state = REQUEUED
+            requeue(task, reporter)
         if reporter.timed_out:
             raise SoftTimeLimitExceeded(f"job ran past its soft time limit of "
                                         f"{settings.job_soft_time_limit} s; checkpoint kept at "
@@ -209,6 +266,30 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
         RUNNING.labels(family).dec()
         JOBS.labels(family, state).inc()
         DURATION.labels(family, state).observe(time.monotonic() - start)
+
+
+def look_again_later(task: Task, spec: dict[str, Any], settings: Settings) -> None:
+    """Another delivery of this job runs (its lock is held): send the job again for later and
+    drop this delivery. Not ``task.retry``: that would mark the running job RETRY in the result
+    backend. The wait stays under half the visibility timeout, so that the held message is never
+    delivered twice meanwhile."""
+    wait = max(1, min(settings.job_lock_ttl, settings.visibility_timeout // 2))
+    log.info("job %s runs elsewhere; looking again in %d s", task.request.id, wait)
+    app.send_task(TASK_NAME, args=[spec], task_id=task.request.id, queue=queue_for(spec),
+                  countdown=wait)
+    raise Ignore()
+
+
+def requeue(task: Task, reporter: JobReporter) -> None:
+    """The worker is stopping: the checkpoint of this step is written; put the job back at the
+    head of its queue for the next worker, which resumes from that checkpoint."""
+    step = reporter.meta.get("step")
+    log.warning("job %s: worker stopping; checkpoint at step %s, job back on the queue",
+                reporter.job_id, step)
+    _HANDED_BACK[reporter.job_id] = {**reporter.meta, "phase": "requeued"}
+    with contextlib.suppress(Exception):  # the next worker reports soon enough
+        task.update_state(state=PROGRESS, meta=_HANDED_BACK[reporter.job_id])
+    raise Reject(f"worker stopping; job requeued at step {step}", requeue=True) from None
 
 
 @app.task(bind=True, name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)
@@ -239,6 +320,27 @@ class QueueLength:
         except Exception as exc:  # a scrape must not fail because the broker blinked
             log.warning("queue length unavailable: %s", exc)
         yield family
+
+
+@signals.worker_ready.connect
+def _requeue_interrupted(**_: Any) -> None:
+    """The embedded queue has no redelivery: the jobs a killed worker left half done go back on
+    their queues when a worker starts, and resume from their checkpoints."""
+    settings = get_settings()
+    if settings.embedded_queue:
+        requeue_interrupted(settings)
+
+
+def requeue_interrupted(settings: Settings) -> list[str]:
+    found = interrupted(settings)
+    for record in found:
+        last = app.AsyncResult(record.id).info
+        app.backend.store_result(record.id, {**(last if isinstance(last, dict) else {}),
+                                             "phase": "requeued"}, PROGRESS)
+        app.send_task(TASK_NAME, args=[record.spec], task_id=record.id, queue=record.queue)
+        log.warning("job %s was interrupted (its worker is gone): back on the %s queue",
+                    record.id, record.queue)
+    return [r.id for r in found]
 
 
 @signals.worker_init.connect

@@ -87,13 +87,50 @@ function describeModel(m) {
   return parts.join(" · ");
 }
 
+const DIGITS = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+function classNames(m) {
+  return m && m.class_names && m.class_names.length ? m.class_names : DIGITS;
+}
+
+function isDigits(names) { return names.join() === DIGITS.join(); }
+
+function className(index) { return classNames(currentModel())[index] ?? String(index); }
+
+// One button per class of the chosen model (index in data-digit, the class name as its text),
+// and the same classes in the interpolation's picker; rebuilt only when the classes change.
+function showClasses(names) {
+  const box = $("classes");
+  const have = [...box.querySelectorAll("[data-digit]")].map((b) => b.textContent);
+  if (have.join("\u0000") !== names.join("\u0000")) {
+    box.replaceChildren(...names.map((name, i) => {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.dataset.digit = String(i);
+      b.textContent = name;
+      return b;
+    }), $("draw-any"));
+    const picker = $("walk-digit");
+    const keep = Number(picker.value);
+    picker.replaceChildren(...names.map((name, i) => new Option(name, String(i))));
+    picker.value = String(keep < names.length ? keep : 0);
+  }
+  const digits = isDigits(names);
+  $("draw-title").textContent = digits ? "Draw a digit" : "Draw a class";
+  $("walk-label").textContent = digits ? "Digit" : "Class";
+}
+
 function showModel() {
   const m = currentModel();
   $("model-info").textContent = m ? describeModel(m) : "";
   const conditional = !m || m.conditional;
+  showClasses(classNames(m));
   document.querySelectorAll("[data-digit]").forEach((b) => { b.disabled = !conditional; });
   $("draw-any").hidden = conditional;
   $("walk-digit").disabled = !conditional;
+  const side = m && m.image_shape ? m.image_shape[1] : 28;
+  $("frame").width = side;
+  $("frame").height = side;
 }
 
 async function loadModels() {
@@ -128,7 +165,7 @@ async function draw(digit) {
     const seed = wholeNumber($("seed"), "Seed", 0, MAX_SEED, { optional: true });
     const body = { n: count, model: $("model").value || undefined };
     if (seed !== null) body.seed = seed;
-    if (digit !== null) body.digits = Array(count).fill(digit);
+    if (digit !== null) body.labels = Array(count).fill(digit);
     lastDigit = digit;
     say(status, "Drawing…");
     const out = await api("/generate", { method: "POST", body });
@@ -136,21 +173,24 @@ async function draw(digit) {
       const img = document.createElement("img");
       img.className = "pixels digit";
       img.src = `data:image/png;base64,${b64}`;
-      img.alt = digit === null ? `sample ${i + 1}` : `a generated ${digit}`;
+      img.alt = digit === null ? `sample ${i + 1}` : `a generated ${className(digit)}`;
       if (digit !== null) img.dataset.digit = String(digit);
       return img;
     }));
-    say(status, `${digit === null ? "Samples" : `Digit ${digit}`} from ${out.model}, seed ${out.seed}.`, "ok");
+    const names = classNames(currentModel());
+    const what = digit === null ? "Samples" : isDigits(names) ? `Digit ${names[digit]}` : `“${names[digit]}”`;
+    say(status, `${what} from ${out.model}, seed ${out.seed}.`, "ok");
   } catch (err) {
     fail(status, err);
   }
 }
 
 // ------------------------------------------------------------------ interpolation
-const PAD = 2, SIDE = 28;  // the strip's layout: 28-pixel images with 2-pixel gaps
+const PAD = 2;  // the strip's layout: the model's images side by side with 2-pixel gaps
 
 function showFrame() {
   const i = Number($("frame-slider").value);
+  const SIDE = $("frame").width;
   $("frame-label").textContent = String(i + 1);
   const strip = $("strip");
   const ctx = $("frame").getContext("2d");
@@ -170,7 +210,7 @@ async function interpolate(event) {
     });
     const m = currentModel();
     if (m) params.set("model", m.tag);
-    if (!m || m.conditional) params.set("digit", $("walk-digit").value);
+    if (!m || m.conditional) params.set("label", $("walk-digit").value);
     say(status, "Interpolating…");
     const blob = await api(`/interpolate?${params}`, { as: "blob" });
     const strip = $("strip");
@@ -312,6 +352,7 @@ async function submitJob(event) {
       conditional: $("job-conditional").checked,
       loss: $("job-loss").value,
       steps,
+      ...($("job-dataset").value === "mnist" ? {} : { dataset: $("job-dataset").value }),
       // a grid and a checkpoint about every tenth of the run, at most every 500 steps
       sample_every: Math.max(1, Math.min(500, Math.round(steps / 10))),
       checkpoint_every: Math.max(1, Math.min(500, Math.round(steps / 10))),
@@ -356,8 +397,9 @@ function forgetToken() {
 }
 
 // ------------------------------------------------------------------ wiring
-document.querySelectorAll("[data-digit]").forEach((b) => {
-  b.addEventListener("click", () => draw(Number(b.dataset.digit)));
+$("classes").addEventListener("click", (event) => {
+  const b = event.target.closest("[data-digit]");
+  if (b && !b.disabled) draw(Number(b.dataset.digit));
 });
 $("draw-any").addEventListener("click", () => draw(null));
 $("shuffle").addEventListener("click", () => {

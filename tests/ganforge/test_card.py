@@ -47,3 +47,4 @@ def test_a_missing_field_is_named(key: str) -> None:
 def test_malformed_cards_are_corrupt(changes: dict, match: str) -> None:
     with pytest.raises(CorruptModel, match=match):
         ModelCard.from_metadata({**SHIPPED, **changes})
+

@@ -120,3 +120,85 @@ def test_bad_input_names_the_field_and_changes_nothing(trained, cli, args, field
 def test_missing_data_with_downloads_off(cli, tmp_path) -> None:
     out = cli("train", *TINY, env={"GANFORGE_DATA_DIR": str(tmp_path)})
     assert out.returncode == 2 and "data_dir" in out.stderr and "GANFORGE_DOWNLOAD" in out.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_sets(tmp_path_factory) -> dict[str, str]:
+    """Image folders a job must refuse before it writes anything."""
+    root = tmp_path_factory.mktemp("sets")
+    (root / "empty" / "cats").mkdir(parents=True)  # a class folder with no images
+    (root / "empty" / "dogs").mkdir()
+    Image.new("RGB", (8, 8)).save(root / "empty" / "dogs" / "a.png")
+    for i, mode in enumerate(["RGB", "RGB", "L"]):  # two colour images and a grey one
+        (root / "mixed" / f"c{i}").mkdir(parents=True)
+        Image.new(mode, (8, 8)).save(root / "mixed" / f"c{i}" / "x.png")
+    (root / "one" / "only").mkdir(parents=True)
+    for i in range(12):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(root / "one" / "only" / f"{i}.png")
+    return {name: f"imagefolder:{root / name}" for name in ("empty", "mixed", "one")} | {
+        "missing": f"imagefolder:{root / 'nowhere'}"}
+
+
+@pytest.mark.parametrize(("args", "field", "words"), [
+    (["--dataset", "cifar10"], "dataset", "one of mnist, fashion-mnist, emnist-letters, imagefolder:PATH"),
+    (["--dataset", "{empty}"], "dataset", "class folder 'cats'"),
+    (["--dataset", "{mixed}", "--channels", "3"], "dataset", "images of mixed modes"),
+    (["--dataset", "{missing}"], "dataset", "is not a directory"),
+    (["--dataset", "{one}", "--channels", "3"], "conditional", "--no-conditional"),
+    (["--family", "mlp", "--image-size", "64"], "image_size", "28, 32 (the mlp family"),
+    (["--image-size", "48"], "image_size", "28, 32, 64"),
+    (["--channels", "2"], "channels", "1 (grey) or 3 (colour)"),
+    (["--g-steps", "2"], "g_steps", "threshold schedule"),
+    (["--judge-epochs", "0"], "judge_epochs", "between 1 and 100"),
+])
+def test_bad_dataset_input_is_one_line_and_writes_nothing(cli, bad_sets, tmp_path, args, field,
+                                                           words) -> None:
+    before = store_tags()
+    args = [a.format(**bad_sets) for a in args]
+    out = cli("train", *TINY, "--run-dir", str(tmp_path / "run"), *args)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith(f"ganforge: error: {field}: ") and out.stderr.count("\n") == 1, out.stderr
+    assert words in out.stderr
+    assert not (tmp_path / "run").exists()
+    assert store_tags() == before
+
+
+def store_tags() -> set[str]:
+    """Everything in the (session's) model store: generators and judges."""
+    import bentoml
+
+    return {str(m.tag) for m in bentoml.models.list()}
+
+
+def test_one_class_folder_passes_the_check_unconditionally(bad_sets) -> None:
+    """The folder the conditional job refused is a valid unconditional set (checked only up to
+    the data, no training: ``pipeline.check_dataset``)."""
+    from ganforge.settings import get_settings
+    from ganforge.spec import TrainConfig
+    from trainer.pipeline import check_dataset
+
+    info = check_dataset(TrainConfig(dataset=bad_sets["one"], conditional=False, channels=3), get_settings())
+    assert info.class_names == ("only",) and not info.conditional
+
+
+def test_classifier_bad_input(cli) -> None:
+    for args, field in ((["--dataset", "cifar10"], "dataset"), (["--channels", "2"], "channels"),
+                        (["--image-size", "30"], "image_size"), (["--epochs", "0"], "epochs")):
+        out = cli("classifier", *args)
+        assert out.returncode == 2 and out.stderr.startswith(f"ganforge: error: {field}: "), out.stderr
+
+
+def test_sample_label_and_digit_are_one_thing(trained, cli, tmp_path) -> None:
+    tag = trained[0]["tag"]
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    assert cli("sample", "--model", tag, "--label", "7", "--seed", "5", "-o", str(a)).returncode == 0
+    assert cli("sample", "--model", tag, "--digit", "7", "--seed", "5", "-o", str(b)).returncode == 0
+    assert a.read_bytes() == b.read_bytes()
+    bad = cli("sample", "--model", tag, "--label", "seven", "-o", str(a))
+    assert bad.returncode == 2 and "label: unknown label 'seven'; allowed: a class name (0, 1" in bad.stderr
+
+
+def test_models_list_shows_dataset_and_shape(trained, cli) -> None:
+    out = cli("models", "list")
+    row = next(line for line in out.stdout.splitlines() if line.startswith(trained[0]["tag"]))
+    assert "mnist" in row.split() and "1x28x28" in row.split()

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,3 +86,68 @@ def test_the_resume_rule_lets_only_steps_and_device_change() -> None:
     TrainConfig(steps=999, width=16).check_resumes(TrainConfig(steps=100, width=16), "run")
     with pytest.raises(InvalidInput, match="run_dir: run holds a checkpoint of another config"):
         TrainConfig(width=32).check_resumes(TrainConfig(width=16), "run")
+
+
+# --- datasets, image size and channels (issue 13) ----------------------------------------------
+def test_dataset_shape_defaults_are_mnist() -> None:
+    cfg = TrainConfig()
+    assert (cfg.dataset, cfg.image_size, cfg.channels) == ("mnist", 28, 1)
+    legacy = TrainConfig().to_dict()
+    for key in ("dataset", "image_size", "channels", "schedule", "g_steps", "realness_grid"):
+        del legacy[key]  # a checkpoint written before these fields existed
+    assert TrainConfig.model_validate(legacy) == cfg
+
+
+@pytest.mark.parametrize(("dataset", "conditional", "name"), [
+    ("fashion-mnist", True, "fashion-mnist-dcgan-cond"),
+    ("emnist-letters", False, "emnist-letters-dcgan"),
+    ("imagefolder:/data/My Pets!/", True, "folder-my-pets-dcgan-cond"),
+    ("imagefolder:flowers", False, "folder-flowers-dcgan"),
+    ("imagefolder:/x/___", False, "folder-dcgan"),
+    ("imagefolder:/x/" + "A" * 80, False, "folder-" + "a" * 40 + "-dcgan"),
+])
+def test_model_name_comes_from_the_dataset(dataset: str, conditional: bool, name: str) -> None:
+    cfg = TrainConfig(dataset=dataset, conditional=conditional)
+    assert cfg.model_name == name
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", name) and len(name) <= 63
+
+
+def messages(info: pytest.ExceptionInfo) -> dict[str, str]:
+    return {".".join(map(str, e["loc"])): e["msg"] for e in info.value.errors()}
+
+
+@pytest.mark.parametrize(("changes", "field", "words"), [
+    ({"dataset": "cifar10"}, "dataset", "mnist, fashion-mnist, emnist-letters, imagefolder:PATH"),
+    ({"dataset": "imagefolder:"}, "dataset", "imagefolder:PATH"),
+    ({"channels": 2}, "channels", "1 (grey) or 3 (colour)"),
+    ({"image_size": 64, "family": "mlp"}, "image_size", "28, 32 (the mlp family"),
+    ({"image_size": 30}, "image_size", "28, 32, 64 (the dcgan family"),
+    ({"g_steps": 3}, "g_steps", "threshold schedule"),
+    ({"schedule": "threshold", "d_steps": 2}, "schedule", "leave d_steps at 0"),
+    ({"schedule": "alternate"}, "schedule", "'fixed' or 'threshold'"),
+    ({"g_threshold": 1.5}, "g_threshold", "less than or equal to 1"),
+    ({"subset": 2_000_000}, "subset", "1000000"),
+])
+def test_dataset_fields_are_checked_and_named(changes: dict, field: str, words: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TrainConfig(**changes)
+    found = messages(info)
+    assert list(found) == [field] and words in found[field]
+
+
+def test_subset_covers_emnist_letters() -> None:
+    assert TrainConfig(dataset="emnist-letters", subset=124_800).subset == 124_800
+
+
+def test_family_sizes_are_the_models_sizes() -> None:
+    """The spec checks sides without torch; its table must stay the families' own."""
+    import models
+    from ganforge.spec import FAMILY_SIZES
+
+    assert {f: models.supported_sizes(f) for f in models.FAMILIES} == FAMILY_SIZES
+
+
+def test_threshold_schedule_config() -> None:
+    cfg = TrainConfig(schedule="threshold", g_steps=3, conditional=False, dataset="emnist-letters")
+    assert (cfg.d_threshold, cfg.g_threshold, cfg.g_steps) == (0.5, 0.2, 3)
+    assert TrainConfig.model_validate(cfg.to_dict()) == cfg

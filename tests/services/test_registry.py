@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import shutil
 import threading
 import uuid
 
@@ -16,10 +17,10 @@ from services.registry import DEFAULT_MODEL_DIR, ModelRegistry
 NAME = "mnist-registry-test"
 
 
-def register(stage: str) -> store.StoredModel:
+def register(stage: str, name: str = NAME) -> store.StoredModel:
     meta = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())
     meta.pop("name"), meta.pop("run_id")
-    model, _ = store.register(name=NAME, run_id=uuid.uuid4().hex, stage=stage,
+    model, _ = store.register(name=name, run_id=uuid.uuid4().hex, stage=stage,
                               card=ModelCard.from_metadata(meta),
                               onnx_path=DEFAULT_MODEL_DIR / store.GENERATOR_FILE)
     return model
@@ -53,3 +54,37 @@ def test_aget_loads_an_unserved_version_off_the_event_loop() -> None:
     finally:
         for loaded in [*registry.live.values(), *registry.pinned.values()]:
             loaded.batcher.close()
+
+
+def test_a_damaged_version_is_skipped_and_taken_once_repaired() -> None:
+    """The newest production version is truncated: the next older one is served, the damaged
+    one is not loaded again while its files stay the same, and is swapped in once repaired."""
+    name = f"mnist-registry-{uuid.uuid4().hex[:8]}"
+    good, damaged = register(store.PRODUCTION, name), register(store.PRODUCTION, name)
+    whole = damaged.onnx_path.read_bytes()
+    damaged.onnx_path.write_bytes(whole[: len(whole) // 2])
+    registry = ModelRegistry(get_settings())
+    tried: list[str] = []
+    load = registry._load
+
+    def watched(model: store.StoredModel):
+        tried.append(model.tag)
+        return load(model)
+
+    registry._load = watched  # type: ignore[method-assign]
+    try:
+        registry.refresh()
+        assert registry.live[name].tag == good.tag
+        assert tried.count(damaged.tag) == 1 and damaged.tag in registry.failed
+        registry.refresh()
+        registry.refresh()
+        assert tried.count(damaged.tag) == 1  # same files: not tried again
+        with pytest.raises(ModelNotFound, match="does not load"):
+            registry.get(damaged.tag)
+        damaged.onnx_path.write_bytes(whole)  # repaired: its signature changes
+        assert registry.refresh() == [damaged.tag]
+        assert registry.live[name].tag == damaged.tag and not registry.failed
+    finally:
+        for loaded in [*registry.live.values(), *registry.pinned.values()]:
+            loaded.batcher.close()
+        shutil.rmtree(store.store_root() / name, ignore_errors=True)

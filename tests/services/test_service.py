@@ -200,6 +200,9 @@ def test_job_endpoints_need_the_token(server) -> None:
         assert c.post("/jobs", json={"steps": 10}).status_code == 401
         assert c.delete("/jobs/abc").status_code == 401
         assert c.get("/jobs/abc/samples.png").status_code == 401
+        refused = c.get("/jobs", headers={"Authorization": "Bearer wrong"})
+        assert refused.json() == {"detail": "missing or wrong bearer token"}
+        assert refused.headers["www-authenticate"] == "Bearer"
 
 
 def _register_copy(server, stage: str, corrupt: bool = False) -> str:

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 import models
+from ganforge import datasets
 from ganforge.errors import DataNotFound, InvalidInput
-from trainer import datasets
 from trainer.data import Split, dataset_info, has_dataset, load_dataset, load_mnist, normalize
 
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")

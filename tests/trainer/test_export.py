@@ -63,3 +63,18 @@ def test_torch_generator_round_trip(tmp_path) -> None:
     z, y = torch.randn(4, 100), torch.arange(4)
     with torch.no_grad():
         assert torch.equal(G(z, y), again(z, y))
+
+
+@pytest.mark.parametrize(("family", "size", "channels"), [("dcgan", 32, 3), ("mlp", 32, 1), ("dcgan", 64, 3)])
+def test_export_follows_the_model_shape(family: str, size: int, channels: int, tmp_path) -> None:
+    torch.manual_seed(0)
+    arch = ModelConfig(num_classes=26, width=8, latent_dim=16, image_size=size, channels=channels)
+    G, _ = models.build(family, arch)
+    G.eval()
+    path = tmp_path / "generator.onnx"
+    assert export_onnx(G, arch, path) <= 1e-4
+    shape = onnx.load(str(path)).graph.output[0].type.tensor_type.shape
+    dims = [d.dim_value or d.dim_param for d in shape.dim]
+    assert dims[0] == "batch" and len(dims) == 4  # C, H, W may be symbolic: ORT gives them below
+    out = OnnxGenerator(path, GeneratorSpec(16, 26)).sample(3, seed=1, digit=25)
+    assert out.shape == (3, channels, size, size)

@@ -130,3 +130,119 @@ def test_history_is_cut_back_to_the_checkpoint_on_resume(make_cfg, mnist_train, 
     t.fit()
     steps = [json.loads(x)["step"] for x in hist.read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
+
+
+# --- other sets, the threshold schedule, the realness grid (issue 13) --------------------------
+def synthetic(n: int, classes: int, channels: int = 1, size: int = 28, seed: int = 0):
+    """A labelled set of random uint8 images with class names (what load_dataset gives)."""
+    from trainer.data import Split
+
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, channels, size, size), generator=gen, dtype=torch.uint8)
+    names = tuple("abcdefghijklmnopqrstuvwxyz")[:classes]
+    return Split(images, torch.arange(n) % classes, names)
+
+
+def test_threshold_schedule_alternates(make_cfg, mnist_train, monkeypatch) -> None:
+    t = GANTrainer(make_cfg(steps=4, schedule="threshold", conditional=False, g_steps=2), mnist_train)
+    order: list[str] = []
+    for name, opt in (("D", t.opt_d), ("G", t.opt_g)):
+        step = opt.step
+        monkeypatch.setattr(opt, "step", lambda *a, _n=name, _s=step, **k: order.append(_n) or _s(*a, **k))
+    logs: list[dict] = []
+    real_step = t.train_step_threshold
+    monkeypatch.setattr(t, "train_step_threshold", lambda: logs.append(real_step()) or logs[-1])
+    t.fit()
+    assert t.step == 4 and len(logs) == 4
+    runs = "".join(order).replace("DG", "D|G").replace("GD", "G|D").split("|")
+    assert [r[0] for r in runs] == ["D", "G"] * 4  # a D phase, then a G phase, every round
+    for log, d_run, g_run in zip(logs, runs[::2], runs[1::2], strict=True):
+        assert log["d_updates"] == len(d_run) >= 1 and log["g_updates"] == len(g_run) >= 2
+        # each phase stopped at its threshold (read on the held-out batch) or at the cap
+        assert log["d_acc"] >= 0.5 or len(d_run) == 20
+        assert log["g_acc"] >= 0.2 or len(g_run) == 20
+    assert t.held_out[0].shape == (16, 1, 28, 28) and len(t.images) == 256 - 16  # never trained on
+
+
+def test_threshold_schedule_resumes_exactly(make_cfg, mnist_train, tmp_path) -> None:
+    changes = {"schedule": "threshold", "conditional": True, "d_threshold": 0.6}
+    straight = GANTrainer(make_cfg(steps=3, **changes), mnist_train)
+    straight.fit()
+    first = GANTrainer(make_cfg(steps=1, **changes), mnist_train, callbacks=[Checkpointer(tmp_path, 100)])
+    first.fit()
+    resumed = GANTrainer.from_checkpoint(load_checkpoint(tmp_path / "checkpoint.pt"), mnist_train, steps=3)
+    assert resumed.batches == first.batches >= 1  # where D's batches resume (rounds vary in length)
+    resumed.fit()
+    assert same_weights(resumed.G.state_dict(), straight.G.state_dict())
+    assert same_weights(resumed.D.state_dict(), straight.D.state_dict())
+
+
+def test_threshold_schedule_needs_a_held_out_batch(make_cfg, mnist_train) -> None:
+    with pytest.raises(InvalidInput, match="subset: the threshold schedule holds back a batch"):
+        GANTrainer(make_cfg(schedule="threshold", subset=20), mnist_train)
+
+
+def test_grid_of_26_letters_has_a_column_per_class(make_cfg, tmp_path) -> None:
+    from PIL import Image
+
+    t = GANTrainer(make_cfg(steps=1, subset=0), synthetic(104, 26))
+    assert t.arch.num_classes == 26 and t.grid_columns == 26
+    assert t.fixed_labels is not None and t.fixed_labels[:27].tolist() == [*range(26), 0]
+    grids = SampleGrid(tmp_path, 1)
+    t.callbacks = [grids]
+    t.fit()
+    assert Image.open(grids.latest).size == (26 * 30 + 2, 4 * 30 + 2)
+
+
+@pytest.mark.parametrize(("classes", "rows"), [(3, 3), (10, 10)])
+def test_grid_rows_per_class_up_to_ten(make_cfg, classes: int, rows: int) -> None:
+    t = GANTrainer(make_cfg(steps=1), synthetic(256, classes))
+    assert t.grid_columns == 10 and t.fixed_labels is not None
+    assert t.fixed_labels.tolist() == [c for c in range(rows) for _ in range(10)]
+
+
+def test_colour_32_trains_and_draws_rgb_grids(make_cfg, tmp_path) -> None:
+    from PIL import Image
+
+    cfg = make_cfg(steps=2, image_size=32, channels=3, sample_every=2)
+    grids = SampleGrid(tmp_path, 2)
+    t = GANTrainer(cfg, synthetic(256, 4, channels=3, size=32), callbacks=[grids])
+    t.fit()
+    assert t.arch.image_shape == (3, 32, 32) and t.sample_fixed().shape == (40, 3, 32, 32)
+    grid = Image.open(grids.latest)
+    assert grid.mode == "RGB" and grid.size == (10 * 34 + 2, 4 * 34 + 2)
+
+
+def test_data_and_spec_must_agree(make_cfg) -> None:
+    with pytest.raises(InvalidInput, match="image_size: the data is 3x32x32 but the spec asks for 1x28x28"):
+        GANTrainer(make_cfg(), synthetic(256, 4, channels=3, size=32))
+    with pytest.raises(InvalidInput, match="conditional: .* has 1 class: a conditional model needs"):
+        GANTrainer(make_cfg(), synthetic(256, 1))
+    assert GANTrainer(make_cfg(conditional=False), synthetic(256, 1)).arch.num_classes == 0
+
+
+def test_realness_grid_prints_d_scores_above_each_image(make_cfg, mnist_train, tmp_path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from trainer.callbacks import SCORE_STRIP, realness
+
+    t = GANTrainer(make_cfg(steps=2, conditional=False), mnist_train)
+    t.fit()
+    d_before = {k: v.clone() for k, v in t.D.state_dict().items()}
+    plain, scored = SampleGrid(tmp_path / "plain", 1), SampleGrid(tmp_path / "scored", 1, realness=True)
+    plain.write(t)
+    scored.write(t)
+    assert same_weights(d_before, t.D.state_dict()) and t.D.training  # drawing changed nothing
+    scores = realness(t, t.sample_fixed())
+    assert scores.shape == (100,) and ((scores > 0) & (scores < 1)).all()
+    a, b = np.asarray(Image.open(plain.latest)), np.asarray(Image.open(scored.latest))
+    tile = 28 + SCORE_STRIP
+    assert b.shape == (10 * (tile + 2) + 2, 10 * 30 + 2)
+    for r in range(10):
+        for c in range(10):
+            top, left = 2 + r * (tile + 2), 2 + c * 30
+            strip = b[top : top + SCORE_STRIP, left : left + 28]
+            assert strip.max() > 128  # the score's white text
+            image = b[top + SCORE_STRIP : top + tile, left : left + 28]
+            assert np.array_equal(image, a[2 + r * 30 : 30 + r * 30, left : left + 28])

@@ -13,19 +13,33 @@ from tests.utils import ROOT, free_port
 
 TINY = {"family": "dcgan", "width": 8, "batch_size": 16, "subset": 512, "device": "cpu",
         "sample_every": 50, "checkpoint_every": 50}
+# tests/conftest.py shortens these for the whole session; a test that must run with the
+# defaults (what a deployment gets) removes them from its processes' environment
+TEST_TIMINGS = ("GANFORGE_VISIBILITY_TIMEOUT", "GANFORGE_JOB_LOCK_TTL")
+
+
+def default_env(**extra: str) -> dict[str, str]:
+    """This process's environment without the session's short queue timings."""
+    return {**{k: v for k, v in os.environ.items() if k not in TEST_TIMINGS}, **extra}
 
 
 class Worker:
     """A ``ganforge worker`` in its own process group, logging to a file."""
 
-    def __init__(self, log: Path, env: dict[str, str] | None = None, queues: str = "cpu") -> None:
+    def __init__(self, log: Path, env: dict[str, str] | None = None, queues: str = "cpu", *,
+                 default_timings: bool = False) -> None:
+        """``env`` is added to this process's environment; ``default_timings`` drops the
+        session's short queue timings (the worker runs with the settings' defaults)."""
         self.log, self.metrics_port = log, free_port()
+        self.name = f"test-{log.stem}"
         env = {**os.environ, "GANFORGE_EVAL_SAMPLES": "500", **(env or {}),
                "GANFORGE_WORKER_METRICS_PORT": str(self.metrics_port)}
+        if default_timings:
+            env = {k: v for k, v in env.items() if k not in TEST_TIMINGS}
         with open(log, "w") as out:  # the child keeps its own handle
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ganforge.cli", "worker", "--queues", queues,
-                 "--name", f"test-{log.stem}@%h"],
+                 "--name", f"{self.name}@%h"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while "ready." not in log.read_text():

@@ -1,0 +1,260 @@
+"""The fast step path (trainer/fastpath.py): the same training as the plain loop, faster.
+
+Each option that runs on the CPU is checked against the plain loop over 50 steps: the losses
+agree to a tolerance (exactly where nothing numerical changes), and resuming stays bit-exact.
+The CUDA variants run the same assertions on a GPU and are skipped without one.
+"""
+
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+import trainer.loop as loop
+from ganforge.errors import InvalidInput, TrainingDiverged
+from models.losses import GANLoss
+from trainer.callbacks import Checkpointer
+from trainer.checkpoint import load_checkpoint
+from trainer.data import batch_indices
+from trainer.fastpath import CUDA_LOG_EVERY, EpochOrder, resolve
+from trainer.loop import Callback, GANTrainer
+
+ROOT = Path(__file__).resolve().parents[2]
+PLAIN = dict(log_every=1, adam="torch", compile="off", amp="off", channels_last="off")
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                     reason="needs a CUDA device"))
+DEVICES = ["cpu", CUDA]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: two threads on two shared, busy cores spin against each other and
+    the other processes (50 tiny steps: ~30 s instead of ~1.6 s). Both runs a test compares use
+    the same setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Losses(Callback):
+    """The losses each step's logs hold, keyed by the step they were read at."""
+
+    def __init__(self) -> None:
+        self.read: dict[int, tuple[float, float]] = {}
+        self.logs: list[dict[str, float]] = []
+
+    def on_step_end(self, trainer: GANTrainer, logs: dict[str, float]) -> None:
+        self.logs.append(dict(logs))
+        if "losses_at" not in logs:
+            self.read[trainer.step] = (logs["d_loss"], logs["g_loss"])
+
+
+def train(cfg, data) -> tuple[GANTrainer, Losses]:
+    losses = Losses()
+    t = GANTrainer(cfg, data, callbacks=[losses])
+    t.fit()
+    return t, losses
+
+
+_PLAIN: dict[str, tuple[GANTrainer, Losses]] = {}
+
+
+def plain_run(make_cfg, data, device: str) -> tuple[GANTrainer, Losses]:
+    """50 steps of the plain loop on ``device``, trained once for all the tests that compare."""
+    if device not in _PLAIN:
+        _PLAIN[device] = train(make_cfg(steps=50, device=device, **PLAIN), data)
+    return _PLAIN[device]
+
+
+def weights(t: GANTrainer) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v.float().cpu() for name, net in (("G", t.G), ("D", t.D), ("E", t.G_ema))
+            for k, v in net.state_dict().items()}
+
+
+def test_epoch_order_is_batch_indices_sequence() -> None:
+    """Across epoch boundaries, and with fewer images than a batch."""
+    for n, b in ((100, 16), (10, 16), (64, 64)):
+        order = EpochOrder(n, b, seed=7, device=torch.device("cpu"))
+        for step in range(3 * max(n // b, 1) + 2):
+            assert torch.equal(order(step), batch_indices(n, b, step, 7)), (n, b, step)
+    # the permutation is built once per epoch, not once per step
+    order = EpochOrder(100, 16, seed=7, device=torch.device("cpu"))
+    order(0)
+    perm = order.perm
+    order(5)
+    assert order.perm is perm
+    order(6)
+    assert order.perm is not perm
+
+
+def test_auto_is_the_plain_loop_on_cpu_and_the_fast_path_on_cuda(make_cfg) -> None:
+    cfg = make_cfg()
+    cpu = resolve(cfg, torch.device("cpu"), gradient_penalty=False)
+    assert (cpu.log_every, cpu.adam, cpu.compile, cpu.amp, cpu.channels_last) == (1, "torch", False, False,
+                                                                                 False)
+    cuda = resolve(cfg, torch.device("cuda"), gradient_penalty=False)
+    assert (cuda.log_every, cuda.adam, cuda.compile, cuda.channels_last) == (CUDA_LOG_EVERY, "fused", True,
+                                                                            True)
+    assert not resolve(cfg, torch.device("cuda"), gradient_penalty=True).compile
+    chosen = resolve(make_cfg(log_every=7, adam="foreach", channels_last="off"), torch.device("cuda"), False)
+    assert (chosen.log_every, chosen.adam, chosen.channels_last) == (7, "foreach", False)
+
+
+def test_compile_with_a_gradient_penalty_is_an_input_error(make_cfg, mnist_train) -> None:
+    with pytest.raises(InvalidInput, match="compile"):
+        GANTrainer(make_cfg(loss="wgan-gp", compile="on"), mnist_train)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_reading_losses_every_n_steps_changes_nothing_else(make_cfg, mnist_train, device) -> None:
+    """log_every only decides when losses reach the host: same weights, same values when read."""
+    plain, plain_losses = plain_run(make_cfg, mnist_train, device)
+    windowed, losses = train(make_cfg(steps=50, device=device, **{**PLAIN, "log_every": 7}), mnist_train)
+    assert sorted(losses.read) == [1, 7, 14, 21, 28, 35, 42, 49, 50]
+    for step, values in losses.read.items():
+        assert values == plain_losses.read[step]
+    assert all(torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(windowed).values(),
+                                                 strict=True))
+    between = losses.logs[2]  # step 3: the values read at step 1, labelled so
+    assert between["step"] == 3 and between["losses_at"] == 1
+    assert between["d_loss"] == plain_losses.read[1][0] and between["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("options, tol", [
+    # rounding differences grow over 50 GAN steps: ~1e-3 relative for fp32 options measured
+    # with 2 threads (4e-7 with 1), ~1.5e-2 for bf16, which keeps 8 bits of mantissa
+    ({"adam": "foreach"}, 1e-2),
+    ({"adam": "fused"}, 1e-2),
+    ({"channels_last": "on"}, 1e-2),
+    ({"adam": "fused", "channels_last": "on", "log_every": 10}, 1e-2),
+    ({"amp": "bf16"}, 0.1),
+    ({"log_every": 0, "adam": "auto", "compile": "auto", "amp": "auto", "channels_last": "auto"}, 1e-2),
+])
+def test_fast_options_give_the_plain_loops_losses(make_cfg, mnist_train, device, options, tol) -> None:
+    """50 steps with the option on against the plain loop: the losses at every step read agree."""
+    if device == "cpu" and options.get("compile") == "auto":
+        options = {**options, "compile": "off"}  # auto is off on the CPU anyway; said explicitly
+    _, plain = plain_run(make_cfg, mnist_train, device)
+    _, fast = train(make_cfg(steps=50, device=device, **{**PLAIN, **options}), mnist_train)
+    assert len(fast.read) >= 5
+    for step, (d, g) in fast.read.items():
+        pd, pg = plain.read[step]
+        assert d == pytest.approx(pd, abs=tol, rel=tol) and g == pytest.approx(pg, abs=tol, rel=tol), step
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("changes", [
+    {"adam": "fused", "channels_last": "on", "log_every": 3},  # the reference recipe, fast options
+    {"family": "mlp", "conditional": False, "loss": "wgan-gp", "d_steps": 2, "adam": "foreach",
+     "log_every": 5},  # dropout and the penalty draw from the global RNG
+])
+def test_resume_is_exact_with_fast_options(make_cfg, mnist_train, tmp_path, device, changes) -> None:
+    """4 steps, a checkpoint, 4 more from it equals 8 in one go (CUDA: to float tolerance, its
+    embedding and convolution backward kernels add in no fixed order)."""
+    straight = GANTrainer(make_cfg(steps=8, device=device, **changes), mnist_train)
+    straight.fit()
+    first = GANTrainer(make_cfg(steps=4, device=device, **changes), mnist_train,
+                       callbacks=[Checkpointer(tmp_path, every=100)])
+    first.fit()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    del first
+    torch.manual_seed(12345)  # whatever happened in between must not matter
+    resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=8)
+    resumed.fit()
+    assert resumed.step == 8
+    for (name, a), b in zip(weights(straight).items(), weights(resumed).values(), strict=True):
+        if device == "cpu":
+            assert torch.equal(a, b), name
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_resume_on_another_adam_kernel_keeps_this_runs_choice(make_cfg, mnist_train, tmp_path) -> None:
+    """A checkpoint written by fused Adam (a GPU's default) resumes on the plain loop's Adam."""
+    first = GANTrainer(make_cfg(steps=2, adam="fused"), mnist_train,
+                       callbacks=[Checkpointer(tmp_path, every=100)])
+    first.fit()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    ckpt["config"]["adam"] = "torch"  # as if the spec said so; GANTrainer reads it from here
+    resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=4)
+    assert resumed.opt_g.param_groups[0]["fused"] is None
+    resumed.fit()
+    assert resumed.step == 4
+
+
+def test_divergence_inside_a_window_names_its_step(make_cfg, mnist_train, monkeypatch) -> None:
+    """With losses read every 5 steps, a NaN at step 3 is reported at step 5, naming step 3."""
+    calls = {"n": 0}
+
+    def d_loss(real, fake, real_label=1.0):
+        calls["n"] += 1
+        return (real + fake).mean() * (float("nan") if calls["n"] >= 3 else 1.0)
+
+    monkeypatch.setitem(models.LOSSES, "hinge", GANLoss(d_loss, lambda f: f.mean()))
+    t = GANTrainer(make_cfg(steps=20, log_every=5), mnist_train)
+    with pytest.raises(TrainingDiverged, match="at step 3:"):
+        t.fit()
+    assert t.step == 5
+
+
+def test_compile_plumbing_on_cpu(make_cfg, mnist_train, monkeypatch) -> None:
+    """compile=on through dynamo and AOT autograd (the ``aot_eager`` backend: inductor's own
+    kernels take ~2 minutes to build on 2 CPU cores, too slow here; the CUDA test below runs
+    the real thing): the compiled modules are what the steps call, with the plain loop's losses."""
+    monkeypatch.setattr(loop, "compile_module", partial(torch.compile, backend="aot_eager"))
+    t, fast = train(make_cfg(steps=3, **{**PLAIN, "compile": "on"}), mnist_train)
+    assert t.run_G is not t.G and t.run_D is not t.D
+    _, plain = train(make_cfg(steps=3, **PLAIN), mnist_train)
+    for step, (d, g) in fast.read.items():
+        assert d == pytest.approx(plain.read[step][0], abs=1e-4)
+        assert g == pytest.approx(plain.read[step][1], abs=1e-4)
+
+
+def test_a_failing_compiled_step_is_undone_and_taken_again_without_compile(make_cfg, mnist_train,
+                                                                           monkeypatch) -> None:
+    """A compiler fault while graphs are recorded (here: the G step's D call of step 2, after D
+    was already updated) costs the run its compile, not its numbers: the same weights as the
+    plain loop, exactly."""
+    calls = {"n": 0}
+
+    def flaky(module):
+        def run(*args, **kwargs):
+            calls["n"] += 1  # a step calls G once and D three times
+            if calls["n"] == 8:
+                raise RuntimeError("cudagraph says no")
+            return module(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(loop, "compile_module", flaky)
+    t, _ = train(make_cfg(steps=6, **{**PLAIN, "compile": "on"}), mnist_train)
+    plain, _ = train(make_cfg(steps=6, **PLAIN), mnist_train)
+    assert "cudagraph says no" in t.compile_error
+    assert not t.fast.compile and t.run_D is t.D and t.step == 6
+    assert all(torch.equal(a, b) for a, b in zip(weights(plain).values(), weights(t).values(), strict=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_cuda_graphs_give_the_plain_loops_losses(make_cfg, mnist_train) -> None:
+    """compile=on on CUDA: torch.compile(mode="reduce-overhead"), CUDA graphs."""
+    _, plain = plain_run(make_cfg, mnist_train, "cuda")
+    t, fast = train(make_cfg(steps=50, device="cuda", **{**PLAIN, "compile": "on"}), mnist_train)
+    assert t.run_G is not t.G
+    for step, (d, g) in fast.read.items():
+        assert d == pytest.approx(plain.read[step][0], abs=1e-3, rel=1e-3)
+        assert g == pytest.approx(plain.read[step][1], abs=1e-3, rel=1e-3)
+
+
+def test_gpu_report_without_cuda_says_so_and_measures_nothing() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the report would measure")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "train.py"), "--gpu-report"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "no CUDA device" in out.stdout
+    assert "images/s" not in out.stdout and "|" not in out.stdout  # no table, no figures
