@@ -1,14 +1,15 @@
 """The short path for the sampling GET routes: BentoML stays the runtime, its layers step aside.
 
-Measured under ``wrk`` (BENCHMARKS.md, "Where a request's time went"): a ``GET /generate`` that
+Profiled under ``wrk`` (BENCHMARKS.md, "Where a request's time went"): a ``GET /generate`` that
 went through BentoML's ASGI stack (its HTTP metrics, an OpenTelemetry span, the request timeout
 task, its request context, Starlette's routing into the mounted app) and then FastAPI's (its
 middleware, the dependency solver, the class-view ``self`` dependency, which FastAPI runs on a
-worker thread because BentoML's ``get_current_service`` is a plain function) cost ~1.3 ms of CPU,
-of which the model and the PNG took ~0.35 ms. ``FastPath`` is the outermost ASGI layer of the
-service (``bentoml serve`` builds the app through ``Service.to_asgi``, which ``install`` wraps for
-this one service); for each GET route of the mounted FastAPI app whose inputs are all query
-parameters and whose endpoint is a coroutine (``/generate``, ``/interpolate``), it:
+worker thread because BentoML's ``get_current_service`` is a plain function) spent ~58% of a
+worker's busy time in those layers, against ~23% in the model, the PNG and the latents.
+``FastPath`` is the outermost ASGI layer of the service (``bentoml serve`` builds the app through
+``Service.to_asgi``, which ``install`` wraps for this one service); for each sampling GET route
+of the mounted FastAPI app whose inputs are all query parameters and whose endpoint is a
+coroutine returning a Response (``/generate``, ``/interpolate``), it:
 
 - reads the query string as Starlette does and validates each parameter with the route's own
   annotation (a pydantic ``TypeAdapter`` of the same ``Annotated[..., Query(...)]`` FastAPI
