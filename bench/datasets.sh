@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:-fashion-mnist}; shift || true
-out=${BENCH_OUT:-var/bench-datasets}
+out=$(realpath -m "${BENCH_OUT:-var/bench-datasets}")
 mkdir -p "$out"
-export BENTOML_HOME=${BENTOML_HOME:-$PWD/$out/bentoml} GANFORGE_RUNS_DIR=$PWD/$out/runs
+export BENTOML_HOME=${BENTOML_HOME:-$out/bentoml} GANFORGE_RUNS_DIR=$out/runs
 export GANFORGE_DATA_DIR=${GANFORGE_DATA_DIR:-$PWD/data} GANFORGE_DOWNLOAD=${GANFORGE_DOWNLOAD:-0}
 start=$(date +%s)
 .venv/bin/ganforge train --dataset "$dataset" --family dcgan --conditional --steps 3000 --device cpu \
