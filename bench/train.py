@@ -16,10 +16,13 @@ before the epoch order was cached) and the fast path (the spec's defaults: ``aut
 CPU ms/step is this process's CPU time a step (the naive loop's DataLoader workers excluded),
 which other processes on a shared machine disturb far less than wall time.
 
-GPU report: the loops above, then K = 1, 4 and 16 jobs at once (``trainer.multi``, seeds 0 ..
-K-1), each judged every ``--every`` steps on 2,000 samples and stopped at label accuracy 0.95:
-total images/s, and per job the training seconds to 0.95 (judging excluded). It prints the card,
-driver, torch version, command and date. Without CUDA it says so and measures nothing.
+GPU report: the loops above (with the two CUDA graph modes, ``compile: on`` and ``compile:
+graph``, and bf16), then K = 1, 4 and 16 jobs at once (``trainer.multi``, seeds 0 .. K-1,
+``compile: graph``; then one job with the defaults and one with bf16), each judged every
+``--every`` steps on 2,000 samples and stopped at label accuracy 0.95: total images/s, and per
+job the training seconds to 0.95 (judging excluded). It prints the card, driver, torch version,
+command and date. Without CUDA it says so and measures nothing. ``bench/gpu_report.sh`` runs it
+and the CUDA tests on a lent GPU machine in one call.
 
 Throughput: real images per second through D (batch x D steps per step), over the steps after
 a 20-step warm-up, conditional models, batch 64, on the device `auto` picks (CUDA when present).
@@ -52,6 +55,8 @@ from trainer.multi import MultiTrainer
 
 # the fast options off: the loop as it was before the fast path
 TODAY = dict(log_every=1, adam="torch", compile="off", amp="off", channels_last="off")
+# the whole step captured by hand in one CUDA graph (trainer.fastpath.StepGraph)
+GRAPH: dict[str, Any] = {"compile": "graph"}
 # one CPU-capable fast option at a time, on top of the defaults (--each-option)
 OPTIONS: dict[str, dict[str, Any]] = {
     "+ adam foreach": {"adam": "foreach"}, "+ adam fused": {"adam": "fused"},
@@ -195,7 +200,8 @@ def loop_rate(data: Split, changes: dict[str, Any], steps: int, warmup: int,
         t.advance()
     sync(t.device)
     f = t.fast
-    note = (f"log_every {f.log_every}, adam {f.adam}" + ", compile" * f.compile + ", bf16" * f.amp
+    note = (f"log_every {f.log_every}, adam {f.adam}" + ", compile" * f.compile
+            + ", one CUDA graph" * (t.graph is not None and t.graph.graph is not None) + ", bf16" * f.amp
             + ", channels_last" * f.channels_last
             + (f"; compile fell back: {t.compile_error[:120]}" if t.compile_error else ""))
     return Measured(steps, time.perf_counter() - start, steps * t.cfg.batch_size,
@@ -212,6 +218,11 @@ def loops(data: Split, steps: int, warmup: int, repeat: int, each_option: bool) 
         "today's loop (fast options off)": lambda: loop_rate(data, TODAY, steps, warmup, True),
         "fast path (defaults: auto)": lambda: loop_rate(data, {}, steps, warmup),
     }
+    if torch.cuda.is_available():  # the two ways to CUDA graphs, and bf16 on the faster one
+        rows["fast path, whole step in one CUDA graph (compile: graph)"] = lambda: loop_rate(
+            data, GRAPH, steps, warmup)
+        rows["fast path, compile: graph + bf16 autocast"] = lambda: loop_rate(
+            data, {**GRAPH, "amp": "bf16"}, steps, warmup)
     if each_option:
         for name, change in OPTIONS.items():
             rows[name] = lambda change=change: loop_rate(data, change, steps, warmup)  # type: ignore[misc]
@@ -282,12 +293,14 @@ class Goal(Callback):
         return self.reached is not None
 
 
-def k_jobs(data: Split, k: int, max_steps: int, every: int, goal: float) -> str:
-    """K reference-recipe jobs (seeds 0 .. K-1) at once until each reaches ``goal``: a table row."""
+def k_jobs(data: Split, k: int, max_steps: int, every: int, goal: float,
+           changes: dict[str, Any]) -> str:
+    """K reference-recipe jobs (seeds 0 .. K-1, ``changes`` to the spec) at once until each
+    reaches ``goal``: a table row."""
     clock = Pauses()
     goals = [Goal(clock, every, goal, get_settings().data_dir) for _ in range(k)]
-    trainers = [GANTrainer(TrainConfig(seed=s, steps=max_steps), data, callbacks=[g],
-                           should_stop=g.should_stop) for s, g in enumerate(goals)]
+    trainers = [GANTrainer(TrainConfig(**{**changes, "seed": s, "steps": max_steps}), data,
+                           callbacks=[g], should_stop=g.should_stop) for s, g in enumerate(goals)]
     torch.cuda.reset_peak_memory_stats()
     clock.start, clock.paused = time.perf_counter(), 0.0  # building the jobs is not training
     outcomes = MultiTrainer(trainers).fit()
@@ -297,7 +310,8 @@ def k_jobs(data: Split, k: int, max_steps: int, every: int, goal: float) -> str:
     times = [g.reached[1] for g in goals if g.reached]
     failed = [f"{o.trainer.cfg.seed}: {o.error}" for o in outcomes if o.state == "failed"]
     per_job = (f"{statistics.median(times):.1f} / {max(times):.1f}" if times else "-")
-    return (f"| {k} | {images / seconds:.0f} | {seconds:.1f} | {len(times)}/{k} | {per_job} | "
+    mode = ", ".join(f"{key} {value}" for key, value in changes.items()) or "defaults"
+    return (f"| {k} ({mode}) | {images / seconds:.0f} | {seconds:.1f} | {len(times)}/{k} | {per_job} | "
             f"{torch.cuda.max_memory_allocated() / 2**30:.2f} | {'; '.join(failed) or '-'} |")
 
 
@@ -328,9 +342,10 @@ def gpu_report(data_dir: Path, steps: int, warmup: int, max_steps: int, every: i
     print("| K | total images/s | wall s | reached 0.95 | s to 0.95 per job (median / max) | "
           "peak GiB | failed |")
     print("|---|---|---|---|---|---|---|")
-    for k in ks:
+    runs = [(k, GRAPH) for k in ks] + [(1, {}), (1, {**GRAPH, "amp": "bf16"})]
+    for k, changes in runs:
         try:
-            print(k_jobs(data, k, max_steps, every, 0.95), flush=True)
+            print(k_jobs(data, k, max_steps, every, 0.95, changes), flush=True)
         except Exception as exc:  # keep the rows measured so far
             print(f"| {k} | failed: {type(exc).__name__}: {exc} | | | | | |", flush=True)
 

@@ -80,9 +80,11 @@ class TrainConfig(BaseModel):
     adam: Literal["auto", "torch", "foreach", "fused"] = Field(
         "auto", description="Adam kernels: torch (PyTorch's pick), foreach, fused (auto: fused on "
                             "CUDA, torch on CPU)")
-    compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile(mode=reduce-overhead), CUDA graphs on CUDA (auto: on "
-                            "CUDA unless the loss has a gradient penalty)")
+    compile: Literal["auto", "on", "graph", "off"] = Field(
+        "auto", description="on: torch.compile(mode=reduce-overhead), CUDA graphs on CUDA; graph: "
+                            "the whole step captured by hand in one CUDA graph (static buffers "
+                            "on the CPU); auto: graph on CUDA unless the loss has a gradient "
+                            "penalty, off on the CPU")
     amp: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast (auto: off until measured to keep the quality figures)")
     channels_last: Literal["auto", "on", "off"] = Field(

@@ -15,19 +15,25 @@ CUDA and leaves the CPU path as it was (same numbers, same bit-exact resume):
 - :func:`compile_module`: ``torch.compile(mode="reduce-overhead")``, i.e. CUDA graphs on CUDA.
   A compiled step that fails while the graphs are recorded is undone and taken again without
   compile (``GANTrainer.train_step``): a compiler fault costs speed, never a job.
+- :class:`StepGraph` (``compile: graph``): the whole step (D step, G step, both Adam updates and
+  the EMA) captured by hand in one CUDA graph and replayed: four launches a step instead of a few
+  hundred, and no compiler. Same undo-and-fall-back rule as compile.
 - ``amp`` (bf16 autocast) and ``channels_last`` are resolved here and applied by the loop.
 """
 
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ganforge.errors import InvalidInput, TrainingDiverged
 from ganforge.spec import TrainConfig
-from trainer.data import batch_indices
+from trainer.data import batch_indices, normalize
+
+if TYPE_CHECKING:
+    from trainer.loop import GANTrainer
 
 CUDA_LOG_EVERY = 50  # log_every's auto on CUDA: one host sync per 50 steps
 LOSS_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -39,7 +45,8 @@ class FastOptions:
 
     log_every: int
     adam: str  # "torch", "foreach" or "fused"
-    compile: bool
+    compile: bool  # torch.compile(mode="reduce-overhead")
+    graph: bool  # the whole step in one CUDA graph by hand (StepGraph)
     amp: bool  # bf16 autocast
     channels_last: bool
 
@@ -54,13 +61,16 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool) -> F
     and speed stay those of the loop before the fast path). ``gradient_penalty``: the loss
     differentiates D twice, which ``torch.compile`` cannot; asking for both is an input error."""
     cuda = device.type == "cuda"
-    if cfg.compile == "on" and gradient_penalty:
+    if cfg.compile in ("on", "graph") and gradient_penalty:
         raise InvalidInput("compile", f"the {cfg.loss} loss needs a double backward through D, "
-                                      "which torch.compile does not support (allowed: off, auto)")
+                                      f"which compile {cfg.compile} does not support (allowed: off, auto)")
     return FastOptions(
         log_every=cfg.log_every or (CUDA_LOG_EVERY if cuda else 1),
         adam=("fused" if cuda else "torch") if cfg.adam == "auto" else cfg.adam,
-        compile=cfg.compile == "on" or (cfg.compile == "auto" and cuda and not gradient_penalty),
+        compile=cfg.compile == "on",
+        # auto: the whole step in one CUDA graph, 4.1x torch.compile's graphs on an H200
+        # (BENCHMARKS.md, "Training on a GPU")
+        graph=cfg.compile == "graph" or (cfg.compile == "auto" and cuda and not gradient_penalty),
         amp=cfg.amp == "bf16",  # auto: off until the GPU report shows bf16 keeps the quality figures
         channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto" and cuda),
     )
@@ -87,24 +97,27 @@ class EpochOrder:
 
 
 def make_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float],
-              kind: str) -> torch.optim.Adam:
+              kind: str, capturable: bool = False) -> torch.optim.Adam:
     """Adam as ``kind`` says: ``torch`` lets PyTorch pick (a loop over parameters on the CPU,
-    foreach on CUDA: the loop before the fast path), ``foreach`` or ``fused``."""
+    foreach on CUDA: the loop before the fast path), ``foreach`` or ``fused``. ``capturable``:
+    its step counters live on the device, so that a CUDA graph can hold the update."""
     impl: dict[str, Any] = {"fused": {"fused": True}, "foreach": {"foreach": True}}.get(kind, {})
-    return torch.optim.Adam(params, lr=lr, betas=betas, **impl)
+    return torch.optim.Adam(params, lr=lr, betas=betas, capturable=capturable, **impl)
 
 
-def keep_adam_kind(opt: torch.optim.Optimizer, kind: str) -> None:
+def keep_adam_kind(opt: torch.optim.Optimizer, kind: str, capturable: bool = False) -> None:
     """After ``load_state_dict``: the checkpoint's param groups carry the implementation flags of
-    the machine that wrote it (fused on a GPU); put back this run's choice, and the ``step``
-    counters where it keeps them (fused: a float32 tensor on the parameter's device)."""
+    the machine that wrote it (fused on a GPU, capturable under a CUDA graph); put back this
+    run's choice, and the ``step`` counters where it keeps them (fused or capturable: a float32
+    tensor on the parameter's device)."""
     for group in opt.param_groups:
         group["fused"] = True if kind == "fused" else None
         group["foreach"] = True if kind == "foreach" else None
+        group["capturable"] = capturable
         for p in group["params"]:
             state = opt.state.get(p, {})
             if "step" in state:
-                device = p.device if kind == "fused" else torch.device("cpu")
+                device = p.device if kind == "fused" or capturable else torch.device("cpu")
                 state["step"] = state["step"].to(device=device, dtype=torch.float32)
 
 
@@ -129,10 +142,10 @@ class LossWindow:
         self.last: dict[str, float] = {}
         self.read_at = 0
 
-    def push(self, *values: torch.Tensor) -> None:
-        """Keep one step's values (0-d tensors, in ``LOSS_KEYS`` order: the losses and D's mean
-        logit on real and on fake images)."""
-        self.pending.append(torch.stack([v.detach().float() for v in values]))
+    def push(self, row: torch.Tensor) -> None:
+        """Keep one step's values (a vector in ``LOSS_KEYS`` order: the losses and D's mean logit
+        on real and on fake images; ``loss_row`` makes it)."""
+        self.pending.append(row)
 
     def due(self, step: int, last_step: int) -> bool:
         return not self.last or step % self.every == 0 or step >= last_step
@@ -154,6 +167,80 @@ class LossWindow:
         if self.read_at != step:
             logs["losses_at"] = float(self.read_at)
         return logs
+
+
+def loss_row(*values: torch.Tensor) -> torch.Tensor:
+    """One step's values (0-d tensors in ``LOSS_KEYS`` order) as one float32 vector on the device."""
+    return torch.stack([v.detach().float() for v in values])
+
+
+class StepGraph:
+    """``compile: graph``: the whole fixed-schedule step captured by hand in one CUDA graph.
+
+    ``GANTrainer.step_body`` (the D step or steps, the G step, both Adam updates, the EMA) reads
+    its inputs from static buffers: the batch indices, the noise, and the step number (for the
+    EMA decay), which each step fills with three small kernels before the replay; its losses land
+    in a static vector. On CUDA the first ``WARMUP_STEPS`` steps run eagerly on a side stream
+    (as graph capture asks), the next one is captured and from then on every step is a replay:
+    four launches and no Python in the step, where the eager step launches a few hundred
+    kernels. Adam is then built ``capturable`` (its step counters on the device) and autocast
+    runs without its cache (graphs cannot hold it).
+
+    On the CPU nothing is captured: the same body runs eagerly from the same buffers, which is
+    what the CPU tests check against the plain loop. Whatever replaces the optimizers' state
+    tensors (``load_state_dict``) must call :meth:`reset` so the next step captures afresh.
+    """
+
+    WARMUP_STEPS = 3
+
+    def __init__(self, trainer: "GANTrainer") -> None:
+        cfg, device = trainer.cfg, trainer.device
+        k, b = cfg.critic_steps, cfg.batch_size
+        self.capture = device.type == "cuda"
+        self.idx = torch.zeros(k, b, dtype=torch.long, device=device)
+        self.z = torch.zeros(k, b, cfg.latent_dim, device=device)
+        self.step_t = torch.zeros((), device=device)
+        self.row = torch.zeros(len(LOSS_KEYS), device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.warm = 0
+
+    def reset(self) -> None:
+        self.graph, self.warm = None, 0
+
+    def step(self, t: "GANTrainer") -> torch.Tensor:
+        """One training step of ``t`` (its ``step`` not yet advanced); its ``loss_row``."""
+        k = t.cfg.critic_steps
+        for i in range(k):
+            self.idx[i].copy_(t.order(t.step * k + i))
+        self.z.normal_(generator=t.noise)
+        self.step_t.fill_(t.step)
+        if self.graph is None and self.capture and self.warm >= self.WARMUP_STEPS:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.body(t)
+            self.graph = graph
+        if self.graph is not None:
+            self.graph.replay()
+        elif self.capture:  # warm-up on a side stream, as capture asks
+            here = torch.cuda.current_stream(t.device)
+            side = torch.cuda.Stream(t.device)
+            side.wait_stream(here)
+            with torch.cuda.stream(side):
+                self.body(t)
+            here.wait_stream(side)
+            self.warm += 1
+        else:
+            self.body(t)
+        return self.row.clone()
+
+    def body(self, t: "GANTrainer") -> None:
+        def batch(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            idx = self.idx[i]
+            return normalize(t.images[idx]), t.labels[idx], self.z[i]
+
+        s = self.step_t
+        decay = torch.clamp((1 + s) / (10 + s), max=t.cfg.ema_decay)  # GANTrainer.ema_decay
+        self.row.copy_(t.step_body(batch, decay))
 
 
 class RngSnapshot:

@@ -27,8 +27,10 @@ from trainer.fastpath import (
     EpochOrder,
     LossWindow,
     RngSnapshot,
+    StepGraph,
     compile_module,
     keep_adam_kind,
+    loss_row,
     make_adam,
     resolve,
 )
@@ -118,10 +120,14 @@ class GANTrainer:
             self.G, self.D = (m.to(memory_format=torch.channels_last) for m in (self.G, self.D))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = make_adam(self.G.parameters(), cfg.lr_g, betas, self.fast.adam)
-        self.opt_d = make_adam(self.D.parameters(), cfg.lr_d, betas, self.fast.adam)
+        if self.fast.graph and len(self.labels) < cfg.batch_size:  # a batch must fill the buffers
+            self.fast = dataclasses.replace(self.fast, graph=False)
+        self.capturable = self.fast.graph and self.device.type == "cuda"
+        self.opt_g = make_adam(self.G.parameters(), cfg.lr_g, betas, self.fast.adam, self.capturable)
+        self.opt_d = make_adam(self.D.parameters(), cfg.lr_d, betas, self.fast.adam, self.capturable)
         # what the steps call: the modules themselves, or their CUDA-graphed compilations
         self.run_G, self.run_D = (compile_module(m) if self.fast.compile else m for m in (self.G, self.D))
+        self.graph = StepGraph(self) if self.fast.graph else None  # compile: graph
         self.order = EpochOrder(len(self.labels), cfg.batch_size, cfg.seed, self.device)
         self.window = LossWindow(self.fast.log_every)
         self.rng = RngSnapshot(self.device)  # this run's global RNG state, for trainer.multi
@@ -165,11 +171,11 @@ class GANTrainer:
         The losses stay on the device and are read every ``log_every`` steps (``LossWindow``):
         between reads the logs repeat the last values read, with ``losses_at`` their step.
 
-        With ``compile`` on, the first ``COMPILE_TRIAL_STEPS`` steps (compilation and CUDA graph
-        recording, where torch.compile fails if it fails) can be undone: a step that raises is
-        rolled back and taken again without compile, which stays off for the run
-        (``compile_error`` says why), so a compiler fault costs speed, never a job."""
-        if not self.fast.compile or self._compiled_steps >= COMPILE_TRIAL_STEPS:
+        With ``compile`` on or ``graph``, the first ``COMPILE_TRIAL_STEPS`` steps (compilation and
+        CUDA graph recording, where they fail if they fail) can be undone: a step that raises is
+        rolled back and taken again on the plain path, which stays on for the run
+        (``compile_error`` says why), so a compiler or capture fault costs speed, never a job."""
+        if not (self.fast.compile or self.fast.graph) or self._compiled_steps >= COMPILE_TRIAL_STEPS:
             return self._train_step()
         before = copy.deepcopy(self.state_dict())
         try:
@@ -181,27 +187,47 @@ class GANTrainer:
             log.warning("compiled step %d failed, training on without compile: %s", self.step + 1,
                         self.compile_error)
             self.load_state_dict(before)
-            self.fast = dataclasses.replace(self.fast, compile=False)
-            self.run_G, self.run_D = self.G, self.D
+            self.fast = dataclasses.replace(self.fast, compile=False, graph=False)
+            self.run_G, self.run_D, self.graph = self.G, self.D, None
             return self._train_step()
         self._compiled_steps += 1
         return logs
 
     def _train_step(self) -> dict[str, float]:
+        if self.graph is not None:  # compile: graph, the body below from static buffers
+            row = self.graph.step(self)
+        else:
+            k = self.cfg.critic_steps
+
+            def batch(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                real, y = self.real_batch(self.step * k + i)
+                return real, y, self.latents(real.shape[0])
+
+            if self.fast.compile and self.device.type == "cuda":
+                torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are spent
+            row = self.step_body(batch, self.ema_decay())
+        self.step += 1
+        self.window.push(row)
+        if self.window.due(self.step, self.cfg.steps):
+            self.window.read(self.step)  # raises TrainingDiverged at a non-finite loss
+        return self.window.logs(self.step)
+
+    def step_body(self, batch: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                  decay: float | torch.Tensor) -> torch.Tensor:
+        """The step's work on the device, with no host round trip (``StepGraph`` captures it):
+        ``batch(i)`` gives the i-th D step's real images, labels and noise. Returns the
+        ``loss_row``: D and G loss, D's mean logit on real and on fake images."""
         cfg, k = self.cfg, self.cfg.critic_steps
         cond = cfg.conditional
         G, D = self.run_G, self.run_D
         self.G.train()
         self.D.train()
-        if self.fast.compile and self.device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are spent
         # ======================= D step(s): real up, fake down =======================
         for i in range(k):
-            real, y = self.real_batch(self.step * k + i)
+            real, y, z = batch(i)
             if self.fast.channels_last:
                 real = real.contiguous(memory_format=torch.channels_last)
             y_in = y if cond else None
-            z = self.latents(real.shape[0])
             last = i == k - 1
             with self.autocast():
                 with torch.set_grad_enabled(last):  # the last fake is reused by the G step
@@ -221,17 +247,13 @@ class GANTrainer:
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
-        self.update_ema()
-        self.step += 1
-
-        self.window.push(d_loss, g_loss, real_mean, fake_mean)
-        if self.window.due(self.step, cfg.steps):
-            self.window.read(self.step)  # raises TrainingDiverged at a non-finite loss
-        return self.window.logs(self.step)
+        self.update_ema(decay)
+        return loss_row(d_loss, g_loss, real_mean, fake_mean)
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast when the spec's ``amp`` asks for it; a no-op otherwise."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast.amp)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.fast.amp,
+                              cache_enabled=not self.fast.graph)  # a CUDA graph cannot hold its cache
 
     # ------------------------------------------------------------------ the threshold schedule
     def train_step_threshold(self) -> dict[str, float]:
@@ -305,10 +327,22 @@ class GANTrainer:
     def random_labels(self, n: int) -> torch.Tensor:
         return torch.randint(self.arch.num_classes, (n,), generator=self.noise, device=self.device)
 
+    def ema_decay(self) -> float:
+        """The EMA's decay at this step: a warm-up so that early weights fade quickly."""
+        return min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+
     @torch.no_grad()
-    def update_ema(self) -> None:
-        """Exponential moving average of G, with a warm-up so early weights fade quickly."""
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+    def update_ema(self, decay: float | torch.Tensor | None = None) -> None:
+        """Exponential moving average of G (``decay``: ``ema_decay()``, or a tensor on the device
+        under a CUDA graph)."""
+        decay = self.ema_decay() if decay is None else decay
+        if isinstance(decay, torch.Tensor):  # ema = decay * ema + (1 - decay) * G, on the device
+            ema: list[torch.Tensor] = list(self.G_ema.parameters())
+            now: list[torch.Tensor] = list(self.G.parameters())
+            torch._foreach_mul_(ema, decay)
+            torch._foreach_add_(ema, list(torch._foreach_mul(now, 1 - decay)))
+            torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+            return
         if self.fast.foreach_ema:  # a few kernels for all tensors instead of one per tensor
             torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - decay)
             torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
@@ -393,7 +427,9 @@ class GANTrainer:
         self.opt_g.load_state_dict(ckpt["opt_g"])
         self.opt_d.load_state_dict(ckpt["opt_d"])
         for opt in (self.opt_g, self.opt_d):  # this machine's Adam kernels, not the writer's
-            keep_adam_kind(opt, self.fast.adam)
+            keep_adam_kind(opt, self.fast.adam, self.capturable)
+        if self.graph is not None:  # the optimizers' state tensors are new: capture afresh
+            self.graph.reset()
         self.step = int(ckpt["step"])
         self.batches = int(ckpt.get("batches", 0))
         torch.set_rng_state(ckpt["rng"]["torch"])

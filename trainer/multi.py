@@ -57,6 +57,12 @@ class MultiTrainer:
             raise ValueError(f"MultiTrainer trains on one device, got {sorted(map(str, devices))}")
         self.trainers = list(trainers)
         self.device = self.trainers[0].device
+        if any(t.fast.compile for t in self.trainers):
+            # torch.compile guards on each job's own modules, and D runs with and without grad:
+            # room for every job's compilations, or the later jobs fall back to eager
+            limit = 4 * len(self.trainers)
+            config = torch._dynamo.config
+            config.recompile_limit = max(config.recompile_limit, limit)
         cuda = self.device.type == "cuda"
         self.streams = [torch.cuda.Stream(self.device) if cuda else None for _ in self.trainers]
 
