@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--queues", help="comma-separated (default: gpu,cpu with CUDA, else cpu)")
     w.add_argument("--name", default="ganforge@%h", help="worker node name")
     w.add_argument("--loglevel", default="INFO")
+    w.add_argument("--jobs", type=int, default=None,
+                   help="jobs trained at once, side by side (default: GANFORGE_WORKER_JOBS, 1)")
 
     j = sub.add_parser("jobs", help="training jobs on the queue")
     jsub = j.add_subparsers(dest="jobs_command", required=True)
@@ -297,6 +299,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from ganforge.queue import QUEUES, app
+    from ganforge.settings import get_settings
     from trainer import worker  # noqa: F401  (registers the train_gan task on the app)
 
     if args.queues:
@@ -308,8 +311,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
         import torch
 
         queues = "gpu,cpu" if torch.cuda.is_available() else "cpu"
-    # solo pool: the job runs in this process, so CUDA is never initialised in a forked parent
-    app.worker_main(["worker", "--pool=solo", "--concurrency=1", f"--queues={queues}",
+    jobs = get_settings().worker_jobs if args.jobs is None else args.jobs
+    if not 1 <= jobs <= 64:
+        raise InvalidInput("jobs", f"must be between 1 and 64, got {jobs}")
+    # solo pool: the job runs in this process, so CUDA is never initialised in a forked parent;
+    # K jobs at once: a thread each in this process (one CUDA context, a stream per job)
+    pool = ["--pool=solo", "--concurrency=1"] if jobs == 1 else ["--pool=threads", f"--concurrency={jobs}"]
+    if jobs > 1:
+        from trainer.loop import share_process
+
+        share_process()
+    app.worker_main(["worker", *pool, f"--queues={queues}",
                      f"--hostname={args.name}", f"--loglevel={args.loglevel}",
                      "--without-gossip", "--without-mingle"])
     return 0

@@ -19,6 +19,11 @@ class Settings(BaseSettings):
 
     # Quality gate: a registered model is labelled stage=production only when it passes.
     gate_min_label_accuracy: float = Field(0.95, ge=0.0, le=1.0)  # conditional models
+    # ... capped at the judge's own accuracy on the real test images less this margin
+    gate_judge_margin: float = Field(0.02, ge=0.0, le=1.0)
+    # How a job trains a missing judge for its set (trainer/judges.py): epochs, first N images
+    judge_epochs: int = Field(3, ge=1, le=100)
+    judge_subset: int = Field(0, ge=0)
     gate_max_class_kl: float = Field(0.1, ge=0.0)  # every model: mode coverage
     # Samples the evaluator draws from a generator.
     eval_samples: int = Field(10_000, ge=100, le=200_000)
@@ -43,6 +48,9 @@ class Settings(BaseSettings):
     # visibility_timeout/4); a lock not renewed for this long belongs to a dead worker and may be
     # taken over by the next delivery of the job.
     job_lock_ttl: int = Field(60, ge=2)
+    # Jobs one worker trains at once, side by side in threads of one process (a GPU worker: its
+    # small jobs share the card; the hard time limit then applies to 1 job a worker only).
+    worker_jobs: int = Field(1, ge=1, le=64)
     # The worker's Prometheus endpoint (0: none).
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
 

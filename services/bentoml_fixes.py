@@ -53,7 +53,8 @@ async def _call(self: Any, scope: Any, receive: Any, send: Any) -> None:
 
 
 # BentoML's own routes (its Starlette app, outside ours); everything else is ours or unknown.
-BENTOML_ROUTES = ("/metrics", "/livez", "/readyz", "/healthz", "/schema.json", "/docs.json")
+BENTOML_ROUTES = ("/metrics", "/livez", "/readyz", "/healthz", "/schema.json", "/docs.json",
+                  "/sample", "/sample_png")  # the last two: our @bentoml.api endpoints
 BENTOML_MOUNTS = ("/static_content", "/assets")
 UNKNOWN_ROUTE = "other"
 _templates: list[tuple[re.Pattern[str], str]] = []

@@ -136,8 +136,9 @@ def save(model: JudgeCNN, info: dict[str, Any], path: Path = WEIGHTS) -> None:
 def load(path: Path = WEIGHTS) -> JudgeCNN:
     """A saved judge; files without ``arch`` (the shipped MNIST weights) are 1x28x28, 10 classes."""
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = JudgeCNN(**ckpt.get("arch", {}))
-    model.load_state_dict(ckpt["state_dict"])
+    with torch.device("meta"):  # no random initialisation: it would draw from the global RNG,
+        model = JudgeCNN(**ckpt.get("arch", {}))  # which training jobs beside this one use
+    model.load_state_dict(ckpt["state_dict"], assign=True)
     return model.eval()
 
 

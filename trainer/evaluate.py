@@ -39,6 +39,7 @@ class EvalReport:
     fcd_baseline: float
     seconds: float
     judge: str = ""  # the judge's store tag (or the shipped file)
+    judge_accuracy: float | None = None  # the judge's own accuracy on the real test split
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,7 +125,13 @@ def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: 
     return EvalReport(samples=n, label_accuracy=acc, per_class_accuracy=per_class,
                       class_histogram=hist.tolist(), class_kl=round(kl_to_uniform(hist), 5),
                       fcd=round(fcd, 4), fcd_baseline=round(baseline, 4),
-                      seconds=round(time.perf_counter() - start, 2), judge=judge.source)
+                      seconds=round(time.perf_counter() - start, 2), judge=judge.source,
+                      judge_accuracy=_judge_accuracy(judge))
+
+
+def _judge_accuracy(judge: Judge) -> float | None:
+    acc = judge.info.get("test_accuracy")
+    return round(float(acc), 4) if acc is not None else None
 
 
 def real_images_sampler(split: Split) -> SampleFn:

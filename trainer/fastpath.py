@@ -216,7 +216,7 @@ class StepGraph:
         self.step_t.fill_(t.step)
         if self.graph is None and self.capture and self.warm >= self.WARMUP_STEPS:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other jobs' threads go on
                 self.body(t)
             self.graph = graph
         if self.graph is not None:

@@ -76,9 +76,8 @@ class JudgeRecipe:
 
     @classmethod
     def from_settings(cls, settings: Any) -> "JudgeRecipe":
-        """``GANFORGE_JUDGE_EPOCHS`` / ``GANFORGE_JUDGE_SUBSET`` once the settings have them."""
-        return cls(epochs=int(getattr(settings, "judge_epochs", cls.epochs)),
-                   subset=int(getattr(settings, "judge_subset", cls.subset)))
+        """``GANFORGE_JUDGE_EPOCHS`` / ``GANFORGE_JUDGE_SUBSET``."""
+        return cls(epochs=settings.judge_epochs, subset=settings.judge_subset)
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: evaluate caches per judge object
@@ -147,8 +146,11 @@ def train(key: JudgeKey, data_dir: Path, recipe: JudgeRecipe = JudgeRecipe(), *,
                          channels=key.channels, download=download)
         return s.head(recipe.subset) if recipe.subset else s
 
-    model, info = classifier.train_classifier(split(True), split(False), epochs=recipe.epochs,
-                                              seed=recipe.seed, log=log_line)
+    from trainer.loop import exclusive
+
+    with exclusive():  # it seeds and draws from the global RNG: jobs beside it wait (once a set)
+        model, info = classifier.train_classifier(split(True), split(False), epochs=recipe.epochs,
+                                                  seed=recipe.seed, log=log_line)
     names = split(False).class_names
     if key.shipped:
         classifier.save(model, info, classifier.WEIGHTS)

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -93,10 +94,36 @@ def grid_labels(num_classes: int, per_class: int = 10) -> tuple[torch.Tensor | N
     return torch.arange(num_classes).repeat(4), num_classes
 
 
+# Jobs that share a process in threads (``ganforge worker --jobs K``) take turns at the global
+# RNG: a trainer is built (seeded weights) and loads a checkpoint under one lock, and once
+# ``share_process()`` is called every step runs under it too, with the job's own RNG state
+# swapped in (as ``trainer.multi`` does for turns in one thread): a seeded job draws what it
+# would draw alone. A step only queues its kernels on a GPU, so the turns cost little there.
+_TURN = threading.RLock()
+_SHARED = threading.Event()
+
+
+def share_process() -> None:
+    """From now on, steps of this process's trainers take turns (see ``_TURN``)."""
+    _SHARED.set()
+
+
+def exclusive() -> threading.RLock:
+    """Hold this around other work that seeds or draws from the global RNG (training a judge),
+    so that no job's step runs meanwhile. Loading models must not draw at all (build them on
+    the meta device, as ``classifier.load`` does)."""
+    return _TURN
+
+
 class GANTrainer:
     def __init__(self, cfg: TrainConfig, data: Split, *, callbacks: Sequence[Callback] = (),
                  should_stop: Callable[[], bool] | None = None,
                  arch: models.ModelConfig | None = None) -> None:
+        with _TURN:
+            self._build(cfg, data, callbacks, should_stop, arch)
+
+    def _build(self, cfg: TrainConfig, data: Split, callbacks: Sequence[Callback],
+               should_stop: Callable[[], bool] | None, arch: models.ModelConfig | None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.callbacks = list(callbacks)
@@ -377,11 +404,22 @@ class GANTrainer:
             for cb in self.callbacks:
                 cb.on_train_end(self, cancelled=True)
             raise TrainingCancelled(f"cancelled at step {self.step} of {self.cfg.steps}")
-        logs = self.train_step_threshold() if self.cfg.schedule == "threshold" else self.train_step()
+        if _SHARED.is_set():
+            with _TURN:
+                self.rng.restore()
+                try:
+                    logs = self.one_step()
+                finally:
+                    self.rng.capture()
+        else:
+            logs = self.one_step()
         self.clock(logs)
         for cb in self.callbacks:
             cb.on_step_end(self, logs)
         return True
+
+    def one_step(self) -> dict[str, float]:
+        return self.train_step_threshold() if self.cfg.schedule == "threshold" else self.train_step()
 
     def clock(self, logs: dict[str, float]) -> None:
         """images/s, smoothed, into ``logs``. Measured over the steps between two loss reads:
@@ -421,6 +459,10 @@ class GANTrainer:
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        with _TURN:
+            self._load_state_dict(ckpt)
+
+    def _load_state_dict(self, ckpt: dict[str, Any]) -> None:
         self.G.load_state_dict(ckpt["G"])
         self.D.load_state_dict(ckpt["D"])
         self.G_ema.load_state_dict(ckpt["G_ema"])

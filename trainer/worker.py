@@ -241,9 +241,10 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
     RUNNING.labels(family).inc()
     _hard_limit(settings.job_time_limit)
     try:
-        result = pipeline.run(cfg, run_dir, settings=settings, run_id=job_id,
-                              callbacks=[reporter], should_stop=reporter.should_stop,
-                              progress_bar=False)
+        with job_stream():
+            result = pipeline.run(cfg, run_dir, settings=settings, run_id=job_id,
+                                  callbacks=[reporter], should_stop=reporter.should_stop,
+                                  progress_bar=False)
         state = "SUCCESS"
         return {**result.to_dict(), "resumed_from": reporter.resumed_from}
     except TrainingCancelled:
@@ -266,6 +267,16 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
         RUNNING.labels(family).dec()
         JOBS.labels(family, state).inc()
         DURATION.labels(family, state).observe(time.monotonic() - start)
+
+
+def job_stream() -> contextlib.AbstractContextManager[Any]:
+    """A CUDA stream of its own for a job that shares the worker with others (``--jobs K``: one
+    thread each), so that one job's kernels run while another's are queued; else nothing."""
+    import torch
+
+    if threading.current_thread() is threading.main_thread() or not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    return torch.cuda.stream(torch.cuda.Stream())
 
 
 def look_again_later(task: Task, spec: dict[str, Any], settings: Settings) -> None:
@@ -343,6 +354,55 @@ def requeue_interrupted(settings: Settings) -> list[str]:
     return [r.id for r in found]
 
 
+class GpuStats:
+    """The GPUs' load on scrape: ``ganforge_gpu_utilization_ratio{gpu}`` (NVML's busy share of the
+    last sample period, where NVML is there), ``ganforge_gpu_memory_used_bytes{gpu}`` and
+    ``_total_bytes`` (the whole card, every process) and ``ganforge_gpu_memory_allocated_bytes``
+    (this worker's tensors). One series per card: the label set is bounded by the machine.
+    ``cuda`` is ``torch.cuda`` (a test passes a stand-in: no GPU here)."""
+
+    def __init__(self, cuda: Any, nvml: Any = None) -> None:
+        self.cuda, self.nvml = cuda, nvml
+
+    @classmethod
+    def for_this_machine(cls) -> "GpuStats | None":
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+        except Exception as exc:  # no NVML (the package or the driver's library): memory only
+            log.info("GPU utilisation unavailable (%s); memory only", exc)
+            pynvml = None
+        return cls(torch.cuda, pynvml)
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        util = GaugeMetricFamily("ganforge_gpu_utilization_ratio",
+                                 "Share of time a kernel ran on the GPU (NVML)", labels=["gpu"])
+        used = GaugeMetricFamily("ganforge_gpu_memory_used_bytes", "GPU memory in use, all processes",
+                                 labels=["gpu"])
+        total = GaugeMetricFamily("ganforge_gpu_memory_total_bytes", "GPU memory", labels=["gpu"])
+        mine = GaugeMetricFamily("ganforge_gpu_memory_allocated_bytes",
+                                 "GPU memory held by this worker's tensors", labels=["gpu"])
+        try:
+            for i in range(self.cuda.device_count()):
+                free, size = self.cuda.mem_get_info(i)
+                used.add_metric([str(i)], size - free)
+                total.add_metric([str(i)], size)
+                mine.add_metric([str(i)], self.cuda.memory_allocated(i))
+                if self.nvml is not None:
+                    rates = self.nvml.nvmlDeviceGetUtilizationRates(self.nvml.nvmlDeviceGetHandleByIndex(i))
+                    util.add_metric([str(i)], rates.gpu / 100.0)
+        except Exception as exc:  # a scrape must not fail because a query did
+            log.warning("GPU stats unavailable: %s", exc)
+        yield from (util, used, total, mine)
+
+
 @signals.worker_init.connect
 def _start_metrics(**_: Any) -> None:
     settings = get_settings()
@@ -352,5 +412,8 @@ def _start_metrics(**_: Any) -> None:
 
     if settings.redis_url:
         REGISTRY.register(QueueLength(settings.redis_url))
+    gpus = GpuStats.for_this_machine()
+    if gpus is not None:
+        REGISTRY.register(gpus)
     start_http_server(settings.worker_metrics_port)
     log.info("worker metrics on :%d/metrics", settings.worker_metrics_port)

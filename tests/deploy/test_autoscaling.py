@@ -57,6 +57,12 @@ def test_hpa_scales_the_service_deployment(objects) -> None:
     assert metrics["Pods"]["pods"]["metric"]["name"] == "ganforge_generate_requests_per_second"
 
 
+def jobs_per_worker(objs) -> int:
+    """The worker's ``--jobs`` (jobs trained at once in one pod), 1 when not given."""
+    args = container(named(objs, "Deployment", "ganforge-worker"))["args"]
+    return int(args[args.index("--jobs") + 1]) if "--jobs" in args else 1
+
+
 def test_keda_scales_the_worker_on_its_own_queues(objects) -> None:
     overlay, objs = objects
     (scaled,) = by_kind(objs, "ScaledObject")
@@ -76,9 +82,11 @@ def test_keda_scales_the_worker_on_its_own_queues(objects) -> None:
     assert sorted(lists) == sorted(worker_queues(objs))
     assert set(lists) <= set(QUEUES)
     assert sorted(lists) == (["cpu", "gpu"] if overlay == "gpu" else ["cpu"])
-    for trigger in triggers:
-        if trigger["type"] == "redis":
-            assert int(trigger["metadata"]["listLength"]) == 1  # solo pool: one job per worker
+    per_worker = jobs_per_worker(objs)
+    assert per_worker == (4 if overlay == "gpu" else 1)
+    for trigger in triggers:  # one worker per `--jobs` waiting jobs, and per as many running
+        key = "listLength" if trigger["type"] == "redis" else "threshold"
+        assert int(trigger["metadata"][key]) == per_worker, trigger["name"]
 
 
 def test_keda_reaches_redis_like_the_pods_do(objects) -> None:
@@ -110,7 +118,7 @@ def test_keda_never_scales_below_the_running_jobs(objects) -> None:
     query = running["metadata"]["query"]
     assert query.startswith("sum(ganforge_jobs_running{") and f'namespace="{NAMESPACE}"' in query
     assert re.search(r'pod=~"ganforge-worker-\.\*"', query)
-    assert running["metadata"]["threshold"] == "1"
+    assert running["metadata"]["threshold"] == str(jobs_per_worker(objs))  # jobs a pod trains
     assert running["metadata"]["serverAddress"].startswith("http")
     assert "ganforge_jobs_running" in declared_metrics()  # the gauge the workers export
     behavior = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]["scaleDown"]

@@ -27,7 +27,7 @@ class Worker:
     """A ``ganforge worker`` in its own process group, logging to a file."""
 
     def __init__(self, log: Path, env: dict[str, str] | None = None, queues: str = "cpu", *,
-                 default_timings: bool = False) -> None:
+                 default_timings: bool = False, jobs: int = 1) -> None:
         """``env`` is added to this process's environment; ``default_timings`` drops the
         session's short queue timings (the worker runs with the settings' defaults)."""
         self.log, self.metrics_port = log, free_port()
@@ -39,7 +39,7 @@ class Worker:
         with open(log, "w") as out:  # the child keeps its own handle
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ganforge.cli", "worker", "--queues", queues,
-                 "--name", f"{self.name}@%h"],
+                 "--name", f"{self.name}@%h", "--jobs", str(jobs)],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while "ready." not in log.read_text():
