@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from serve import stop
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "soak-token-not-a-secret"
@@ -73,13 +73,7 @@ def start_service(home: Path, port: int, workers: int) -> subprocess.Popen:
     sys.exit("the service did not become ready in 120 s")
 
 
-def stop_service(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+stop_service = stop  # bench/serve.py's: SIGTERM to the process group, SIGKILL after 30 s
 
 
 def rss(root_pid: int) -> int:

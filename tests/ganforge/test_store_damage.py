@@ -2,13 +2,11 @@
 uses a model name of its own): unreadable versions are skipped one by one with a reason and read
 again once their files change, and a registration killed midway leaves nothing readers see."""
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import bentoml
@@ -16,30 +14,18 @@ import pytest
 import yaml
 
 from ganforge import store
-from ganforge.card import ModelCard
 from ganforge.errors import ModelNotFound
 from tests.utils import ROOT
+from tests.utils.models import DEFAULT, own_name, register_default
 
-ASSETS = ROOT / "services" / "assets" / "default"
-
-
-def card() -> ModelCard:
-    meta = json.loads((ASSETS / "metadata.json").read_text())
-    meta.pop("name"), meta.pop("run_id")
-    return ModelCard.from_metadata(meta)
-
-
-def register(name: str, stage: str = store.PRODUCTION) -> store.StoredModel:
-    model, _ = store.register(name=name, run_id=uuid.uuid4().hex, stage=stage, card=card(),
-                              onnx_path=ASSETS / store.GENERATOR_FILE)
-    return model
+ASSETS = DEFAULT
+register = register_default
 
 
 @pytest.fixture
 def name():
-    name = f"mnist-damage-{uuid.uuid4().hex[:8]}"
-    yield name
-    shutil.rmtree(store.store_root() / name, ignore_errors=True)
+    with own_name("mnist-damage") as name:
+        yield name
 
 
 def copy_version(good: store.StoredModel, version: str) -> Path:
@@ -123,7 +109,7 @@ KILL_MIDWAY = """
 import os, shutil, signal, sys, uuid
 from pathlib import Path
 from ganforge import store
-from tests.ganforge.test_store_damage import ASSETS, card
+from tests.utils.models import own_name, DEFAULT as ASSETS, default_card as card
 
 real = shutil.copyfile
 

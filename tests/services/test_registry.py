@@ -1,7 +1,6 @@
 """The service's model registry, in process: which versions it serves and where it loads them."""
 
 import asyncio
-import json
 import shutil
 import threading
 import uuid
@@ -9,21 +8,16 @@ import uuid
 import pytest
 
 from ganforge import store
-from ganforge.card import ModelCard
 from ganforge.errors import ModelNotFound
 from ganforge.settings import get_settings
-from services.registry import DEFAULT_MODEL_DIR, ModelRegistry
+from services.registry import ModelRegistry
+from tests.utils.models import register_default, spy_loads
 
 NAME = "mnist-registry-test"
 
 
 def register(stage: str, name: str = NAME) -> store.StoredModel:
-    meta = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())
-    meta.pop("name"), meta.pop("run_id")
-    model, _ = store.register(name=name, run_id=uuid.uuid4().hex, stage=stage,
-                              card=ModelCard.from_metadata(meta),
-                              onnx_path=DEFAULT_MODEL_DIR / store.GENERATOR_FILE)
-    return model
+    return register_default(name, stage)
 
 
 def test_aget_loads_an_unserved_version_off_the_event_loop() -> None:
@@ -64,14 +58,7 @@ def test_a_damaged_version_is_skipped_and_taken_once_repaired() -> None:
     whole = damaged.onnx_path.read_bytes()
     damaged.onnx_path.write_bytes(whole[: len(whole) // 2])
     registry = ModelRegistry(get_settings())
-    tried: list[str] = []
-    load = registry._load
-
-    def watched(model: store.StoredModel):
-        tried.append(model.tag)
-        return load(model)
-
-    registry._load = watched  # type: ignore[method-assign]
+    tried = spy_loads(registry)
     try:
         registry.refresh()
         assert registry.live[name].tag == good.tag

@@ -2,38 +2,26 @@
 unknown versions are refused from memory, and loading never holds the event loop."""
 
 import asyncio
-import json
-import shutil
 import threading
 import time
-import uuid
 
 import numpy as np
 import pytest
 
 from ganforge import store
-from ganforge.card import ModelCard
 from ganforge.errors import ModelNotFound
 from ganforge.settings import get_settings
 from services.batching import Batcher
-from services.registry import DEFAULT_MODEL_DIR, ModelRegistry
+from services.registry import ModelRegistry
+from tests.utils.models import own_name, register_default, spy_loads
 
-
-def register(name: str, stage: str = store.PRODUCTION) -> store.StoredModel:
-    meta = json.loads((DEFAULT_MODEL_DIR / "metadata.json").read_text())
-    meta.pop("name"), meta.pop("run_id")
-    model, _ = store.register(name=name, run_id=uuid.uuid4().hex, stage=stage,
-                              card=ModelCard.from_metadata(meta),
-                              onnx_path=DEFAULT_MODEL_DIR / store.GENERATOR_FILE)
-    return model
+register = register_default
 
 
 @pytest.fixture
 def name():
-    """A model name of the test's own, removed from the session's store afterwards."""
-    name = f"mnist-swap-{uuid.uuid4().hex[:8]}"
-    yield name
-    shutil.rmtree(store.store_root() / name, ignore_errors=True)
+    with own_name("mnist-swap") as name:
+        yield name
 
 
 @pytest.fixture
@@ -103,14 +91,7 @@ def test_a_request_holding_the_old_version_is_served_through_a_hot_swap(registry
 def test_aliases_resolve_to_one_loaded_version(registry, name) -> None:
     prod, cand = register(name), register(name, "candidate")
     registry.refresh()
-    loads: list[str] = []
-    load = registry._load
-
-    def counted(m: store.StoredModel):
-        loads.append(m.tag)
-        return load(m)
-
-    registry._load = counted  # type: ignore[method-assign]
+    loads = spy_loads(registry)
 
     async def ask(tags: list[str]):
         return [await registry.aget(t) for t in tags]
