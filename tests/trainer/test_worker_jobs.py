@@ -1,6 +1,9 @@
 """One worker, K jobs at once (``ganforge worker --jobs K``: a thread each, a CUDA stream each
 on a GPU), and the worker's GPU metrics."""
 
+import json
+import os
+import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,8 +14,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ganforge import jobs
+from ganforge.settings import get_settings
 from tests.utils import run_cli
-from tests.utils.workers import TINY, Worker, wait_for
+from tests.utils.workers import TINY, Worker, queued_ids, wait_for
+from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from trainer.worker import GpuStats
 
 MLP = {"family": "mlp", "batch_size": 16, "subset": 512, "device": "cpu", "sample_every": 50,
@@ -50,6 +55,36 @@ def test_three_jobs_train_side_by_side_and_each_is_its_own(tmp_path, redis_db) -
         assert 'ganforge_jobs_total{family="mlp",state="SUCCESS"} 2.0' in worker.metrics()
     finally:
         worker.stop()
+
+
+def test_sigterm_hands_every_running_job_back(tmp_path, redis_db) -> None:
+    """Two jobs running in one worker (threads pool), SIGTERM: both stop at a step boundary with
+    their checkpoints written and are back on the queue within seconds (the default two-minute
+    visibility timeout: only the worker's own requeue can be that fast), and the worker exits."""
+    worker = Worker(tmp_path / "worker.log", jobs=2, default_timings=True)
+    ids = [jobs.submit({**TINY, "steps": 100_000, "seed": s}) for s in (1, 2)]
+    try:
+        for job_id in ids:
+            wait_for(job_id, lambda s: s.progress.get("step", 0) >= 20)
+        asked = time.monotonic()
+        os.killpg(worker.proc.pid, signal.SIGTERM)
+        while not set(ids) <= set(queued_ids(redis_db, "cpu")):
+            assert time.monotonic() - asked < 15, "the jobs did not go back on the queue"
+            time.sleep(0.05)
+        worker.proc.wait(60)
+        assert worker.proc.returncode == 0, worker.log.read_text()[-3000:]
+        for job_id in ids:
+            st = jobs.status(job_id)
+            assert st.state == "PROGRESS" and st.progress["phase"] == "requeued"
+            left = load_checkpoint(get_settings().runs_dir / job_id / CHECKPOINT_NAME)
+            assert left["step"] == st.progress["step"] >= 20
+    finally:
+        worker.kill()
+        for job_id in ids:  # no later test's worker may pick them up
+            jobs.cancel(job_id)
+            for raw in redis_db.lrange("cpu", 0, -1):
+                if json.loads(raw)["headers"]["id"] == job_id:
+                    redis_db.lrem("cpu", 0, raw)
 
 
 def test_jobs_out_of_range_is_a_cli_error() -> None:

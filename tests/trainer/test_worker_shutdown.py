@@ -5,20 +5,14 @@ two-minute visibility timeout, a one-minute lock): the job must be back on the q
 seconds, so only the worker's own requeue can have put it there.
 """
 
-import json
 import os
 import signal
 import time
 
 from ganforge import jobs, store
 from ganforge.settings import get_settings
-from tests.utils.workers import TINY, Worker, wait_for
+from tests.utils.workers import TINY, Worker, queued_ids, wait_for
 from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
-
-
-def queued_ids(redis_db, queue: str) -> list[str]:
-    """The job ids waiting in a queue (kombu keeps each message as JSON in a Redis list)."""
-    return [json.loads(raw)["headers"]["id"] for raw in redis_db.lrange(queue, 0, -1)]
 
 
 def trained_steps(worker: Worker) -> float:

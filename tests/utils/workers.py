@@ -1,5 +1,6 @@
 """Test helpers: real ``ganforge worker`` processes and polling a job."""
 
+import json
 import os
 import signal
 import subprocess
@@ -63,6 +64,11 @@ class Worker:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def queued_ids(redis_db, queue: str) -> list[str]:
+    """The job ids waiting in a queue (kombu keeps each message as JSON in a Redis list)."""
+    return [json.loads(raw)["headers"]["id"] for raw in redis_db.lrange(queue, 0, -1)]
 
 
 def wait_for(job_id: str, predicate, timeout: float = 240, every: float = 0.25):
