@@ -134,6 +134,7 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=100, help="served images per class")
     p.add_argument("--reader-epochs", type=int, default=6)
     p.add_argument("--target", type=float, default=0.90)
+    p.add_argument("--reader", type=Path, help="keep the trained reader here, or reuse it")
     args = p.parse_args()
     data_dir = get_settings().data_dir
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "GANFORGE_DATA_DIR": str(data_dir)}
@@ -153,8 +154,19 @@ def main() -> None:
 
     card = store.get_model(tag).card
     names, metrics = list(card.class_names), dict(card.metrics)
-    reader, real_acc, secs = train_reader(data_dir, args.reader_epochs, seed=1234)
-    print(f"independent reader: real test accuracy {real_acc:.4f} after {secs:.0f} s", flush=True)
+    if args.reader and args.reader.exists():  # a reader trained before (same recipe): reuse it
+        saved = torch.load(args.reader, weights_only=True)
+        reader = Reader(len(names))
+        reader.load_state_dict(saved["state_dict"])
+        real_acc = saved["test_accuracy"]
+        print(f"independent reader from {args.reader}: real test accuracy {real_acc:.4f} "
+              f"({saved['epochs']} epochs)", flush=True)
+    else:
+        reader, real_acc, secs = train_reader(data_dir, args.reader_epochs, seed=1234)
+        print(f"independent reader: real test accuracy {real_acc:.4f} after {secs:.0f} s", flush=True)
+        if args.reader:
+            torch.save({"state_dict": reader.state_dict(), "test_accuracy": real_acc,
+                        "epochs": args.reader_epochs}, args.reader)
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

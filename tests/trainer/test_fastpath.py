@@ -208,6 +208,23 @@ def test_resume_on_another_adam_kernel_keeps_this_runs_choice(make_cfg, mnist_tr
     assert resumed.step == 4
 
 
+def test_a_graph_runs_checkpoint_resumes_on_the_plain_loop(make_cfg, mnist_train, tmp_path) -> None:
+    """A GPU run under compile: graph writes capturable Adam groups; resumed on the CPU's plain
+    loop they must drop it (PyTorch's own Adam refuses capturable on the CPU)."""
+    first = GANTrainer(make_cfg(steps=2, compile="graph", adam="fused"), mnist_train,
+                       callbacks=[Checkpointer(tmp_path, every=100)])
+    first.fit()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    for opt in ("opt_g", "opt_d"):  # as a CUDA graph run writes them
+        for group in ckpt[opt]["param_groups"]:
+            group["capturable"] = True
+    ckpt["config"].update(compile="off", adam="torch")
+    resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=4)
+    assert resumed.opt_g.param_groups[0]["capturable"] is False
+    resumed.fit()
+    assert resumed.step == 4
+
+
 def test_divergence_inside_a_window_names_its_step(make_cfg, mnist_train, monkeypatch) -> None:
     """With losses read every 5 steps, a NaN at step 3 is reported at step 5, naming step 3."""
     calls = {"n": 0}
