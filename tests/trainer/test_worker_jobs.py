@@ -30,9 +30,9 @@ def test_three_jobs_train_side_by_side_and_each_is_its_own(tmp_path, redis_db) -
     the threads share) end with the same weights, whatever the third did meanwhile."""
     worker = Worker(tmp_path / "worker.log", jobs=3)
     try:
-        ids = [jobs.submit({**MLP, "steps": 150, "seed": 5}),
-               jobs.submit({**TINY, "steps": 150, "seed": 6}),
-               jobs.submit({**MLP, "steps": 150, "seed": 5})]
+        ids = [jobs.submit({**MLP, "steps": 80, "seed": 5}),
+               jobs.submit({**TINY, "steps": 80, "seed": 6}),
+               jobs.submit({**MLP, "steps": 80, "seed": 5})]
         together = set()
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
