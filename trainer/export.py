@@ -6,6 +6,7 @@ conditional model, ``label`` int64 [N]; output ``image`` float32 [N, C, H, W], t
 (``arch.image_shape``: [N, 1, 28, 28] for MNIST, [N, 3, 32, 32] for a colour folder at 32).
 """
 
+import threading
 import warnings
 from pathlib import Path
 
@@ -85,9 +86,14 @@ def export_onnx(generator: nn.Module, arch: ModelConfig, path: Path,
     return error
 
 
+# torch.onnx.export keeps process-wide state (GLOBALS.in_onnx_export): two jobs of one worker
+# (--jobs K) that finish together must export one after the other
+_EXPORT_LOCK = threading.Lock()
+
+
 def _export(wrapper: nn.Module, args: tuple[torch.Tensor, ...], names: list[str],
             axes: dict[str, dict[int, str]], tmp: Path) -> None:
-    with warnings.catch_warnings():  # the TorchScript exporter is chosen on purpose
+    with _EXPORT_LOCK, warnings.catch_warnings():  # the TorchScript exporter is chosen on purpose
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(wrapper, args, str(tmp), dynamo=False, opset_version=OPSET,
                           input_names=names, output_names=["image"], dynamic_axes=axes,

@@ -238,9 +238,7 @@ class StepGraph:
             idx = self.idx[i]
             return normalize(t.images[idx]), t.labels[idx], self.z[i]
 
-        s = self.step_t
-        decay = torch.clamp((1 + s) / (10 + s), max=t.cfg.ema_decay)  # GANTrainer.ema_decay
-        self.row.copy_(t.step_body(batch, decay))
+        self.row.copy_(t.step_body(batch, t.ema_decay(self.step_t)))
 
 
 class RngSnapshot:

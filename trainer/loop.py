@@ -354,9 +354,13 @@ class GANTrainer:
     def random_labels(self, n: int) -> torch.Tensor:
         return torch.randint(self.arch.num_classes, (n,), generator=self.noise, device=self.device)
 
-    def ema_decay(self) -> float:
-        """The EMA's decay at this step: a warm-up so that early weights fade quickly."""
-        return min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+    def ema_decay(self, step: Any = None) -> Any:
+        """The EMA's decay at ``step`` (default: this step; a tensor on the device under a CUDA
+        graph, then the answer is one too): a warm-up so that early weights fade quickly."""
+        s = self.step if step is None else step
+        warm = (1 + s) / (10 + s)
+        return torch.clamp(warm, max=self.cfg.ema_decay) if isinstance(warm, torch.Tensor) \
+            else min(self.cfg.ema_decay, warm)
 
     @torch.no_grad()
     def update_ema(self, decay: float | torch.Tensor | None = None) -> None:
