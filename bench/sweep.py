@@ -1,10 +1,16 @@
-"""Recipe sweep: train several configs side by side and judge the EMA generator as it learns.
+"""Recipe sweep: train configs one after another and judge the EMA generator as it learns.
 
-    python bench/sweep.py --steps 3000 --eval-every 1000 --samples 2000 \
-        '{}' '{"loss": "bce"}' '{"beta1": 0.0, "beta2": 0.9}'
+    python bench/sweep.py --steps 5000 --eval-every 500 --samples 2000 --final-samples 10000 \
+        '{}' '{"ema_decay": 0.9995}' '{"lr_decay": "linear"}' '{"seed": 1}'
 
 Each positional argument is a JSON object of TrainConfig changes from the defaults (the reference
-recipe). Prints, per config and checkpoint step, label accuracy, class KL, FCD and wall time.
+recipe; ``steps`` and ``seed`` may be among them). Every ``--eval-every`` steps the EMA generator
+is judged on ``--samples`` samples (label accuracy, class KL, FCD, as ``ganforge evaluate``) and
+at the last step on ``--final-samples`` (the pipeline's 10,000: the figure the quality gate and
+BENCHMARKS.md use, against the real train-vs-test baseline at the same count). Training seconds
+exclude judging. Each config ends with a summary line: steps and seconds to label accuracy
+``--acc`` and to FCD ``<= --fcd`` (from the periodic judgements; at a smaller sample count FCD
+reads higher, so a step first seen there is an upper bound) and the final figures.
 This is how the reference recipe was chosen (README, "The reference recipe").
 """
 
@@ -17,30 +23,52 @@ import torch
 
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
-from trainer.data import load_mnist
+from trainer import judges
+from trainer.data import load_dataset
 from trainer.evaluate import evaluate, torch_sampler
+from trainer.judges import JudgeKey
 from trainer.loop import Callback, GANTrainer
 
 
 class Judge(Callback):
-    def __init__(self, every: int, samples: int, data_dir, rows: list, name: str) -> None:
-        self.every, self.samples, self.data_dir, self.rows, self.name = every, samples, data_dir, rows, name
+    def __init__(self, args: argparse.Namespace, data_dir, rows: list, name: str) -> None:
+        self.args, self.data_dir, self.rows, self.name = args, data_dir, rows, name
         self.start = time.perf_counter()
         self.eval_seconds = 0.0
 
     def on_step_end(self, trainer: GANTrainer, logs: dict) -> None:
-        if trainer.step % self.every:
+        last = trainer.step == trainer.cfg.steps
+        if trainer.step % self.args.eval_every and not last:
             return
         t0 = time.perf_counter()
-        r = evaluate(torch_sampler(trainer.G_ema, trainer.device),
-                     latent_dim=trainer.cfg.latent_dim, conditional=trainer.cfg.conditional,
-                     data_dir=self.data_dir, n=self.samples)
+        cfg = trainer.cfg
+        n = self.args.final_samples if last else self.args.samples
+        r = evaluate(torch_sampler(trainer.G_ema, trainer.device), latent_dim=cfg.latent_dim,
+                     conditional=cfg.conditional, data_dir=self.data_dir, n=n,
+                     dataset=cfg.dataset, image_size=cfg.image_size, channels=cfg.channels)
         self.eval_seconds += time.perf_counter() - t0
         train_s = time.perf_counter() - self.start - self.eval_seconds
-        row = {"config": self.name, "step": trainer.step, "acc": r.label_accuracy,
-               "kl": r.class_kl, "fcd": r.fcd, "train_s": round(train_s, 1)}
+        row = {"config": self.name, "step": trainer.step, "samples": n, "acc": r.label_accuracy,
+               "kl": r.class_kl, "fcd": r.fcd, "baseline": r.fcd_baseline,
+               "train_s": round(train_s, 1)}
         self.rows.append(row)
         print(json.dumps(row), flush=True)
+
+
+def first(rows: list, ok) -> tuple[int | None, float | None]:
+    hit = next((r for r in rows if ok(r)), None)
+    return (hit["step"], hit["train_s"]) if hit else (None, None)
+
+
+def summary(rows: list, args: argparse.Namespace) -> dict:
+    final = rows[-1]
+    acc_step, acc_s = first(rows, lambda r: (r["acc"] or 0) >= args.acc)
+    fcd_step, fcd_s = first(rows, lambda r: r["fcd"] <= args.fcd)
+    return {"config": final["config"], "final_step": final["step"], "final_s": final["train_s"],
+            "acc": final["acc"], "kl": final["kl"], "fcd": final["fcd"],
+            "baseline": final["baseline"], f"step_to_acc_{args.acc}": acc_step,
+            f"s_to_acc_{args.acc}": acc_s, f"step_to_fcd_{args.fcd}": fcd_step,
+            f"s_to_fcd_{args.fcd}": fcd_s}
 
 
 def main() -> None:
@@ -48,22 +76,39 @@ def main() -> None:
     p.add_argument("configs", nargs="+", help="JSON objects of TrainConfig changes")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--eval-every", type=int, default=1000)
-    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--samples", type=int, default=2000, help="samples per periodic judgement")
+    p.add_argument("--final-samples", type=int, default=10_000, help="samples at the last step")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--acc", type=float, default=0.99, help="label accuracy to time")
+    p.add_argument("--fcd", type=float, default=7.1, help="FCD to time")
+    p.add_argument("--json", help="also write every row and summary here")
     args = p.parse_args()
     settings = get_settings()
-    data = load_mnist(settings.data_dir, train=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"# {platform.node()} {device} torch {torch.__version__} threads {torch.get_num_threads()}")
-    rows: list = []
+    print(f"# {platform.node()} {device} torch {torch.__version__} threads {torch.get_num_threads()} "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    out: list = []
+    data_cache: dict = {}
     for spec in args.configs:
         changes = json.loads(spec)
-        cfg = TrainConfig(**{"steps": args.steps, "device": device, **changes})
-        GANTrainer(cfg, data, callbacks=[Judge(args.eval_every, args.samples, settings.data_dir,
-                                               rows, spec)]).fit()
+        cfg = TrainConfig(**{"steps": args.steps, "device": device, "dataset": args.dataset,
+                             **changes})
+        key = (cfg.dataset, cfg.image_size, cfg.channels)
+        if key not in data_cache:
+            data_cache[key] = load_dataset(cfg.dataset, settings.data_dir, train=True,
+                                           image_size=cfg.image_size, channels=cfg.channels)
+            judges.ensure(JudgeKey(cfg.dataset, cfg.channels, cfg.image_size), settings.data_dir)
+        rows: list = []
+        GANTrainer(cfg, data_cache[key], callbacks=[Judge(args, settings.data_dir, rows, spec)]).fit()
+        line = summary(rows, args)
+        out.append({"rows": rows, "summary": line})
+        print("# summary " + json.dumps(line), flush=True)
     print("# final")
-    for row in rows:
-        if row["step"] == args.steps:
-            print(json.dumps(row))
+    for run in out:
+        print(json.dumps(run["summary"]))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ def _config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, typed from the field; defaults stay with the config."""
     from ganforge.spec import TrainConfig
 
-    group = parser.add_argument_group("training config (defaults: the reference recipe)")
+    group = parser.add_argument_group("training config (defaults: the reference recipe; a data set's own "
+                                             "recipe changes a few: ganforge/datasets.py)")
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         helptext = f"{field.description} (default: {field.default})"

@@ -4,7 +4,9 @@ It lives in the core (no torch): the service validates ``POST /jobs`` bodies wit
 its fields in the OpenAPI schema; the trainer builds the networks from it
 (``trainer.loop.architecture``). Its defaults are the reference recipe (see README, "The
 reference recipe"): a conditional DCGAN with a spectrally normalised projection discriminator,
-hinge loss and an EMA generator.
+hinge loss and an EMA generator. A data set may change a few of them (its registry entry's
+``recipe``, ``ganforge.datasets``): a spec's own values win over the set's, the set's over the
+defaults.
 """
 
 import re
@@ -28,6 +30,10 @@ MAX_SLUG = 40  # of a folder's name in a model name (store names stop at 63 char
 
 
 RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
+# Fields added after checkpoints were first written, with the behaviour the loop had before them:
+# a stored config that lacks one trained that way, whatever today's default is
+# (``TrainConfig.from_stored``).
+ADDED_LATER: dict[str, Any] = {"lr_decay": "none", "r1_gamma": 0.0, "augment": "none"}
 
 
 class TrainConfig(BaseModel):
@@ -58,7 +64,17 @@ class TrainConfig(BaseModel):
     beta2: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta2")
     d_steps: int = Field(0, ge=0, le=100,
                          description="D (critic) steps per G step; 0 = 5 for wgan-gp, else 1")
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA decay of G (0: no EMA)")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0,
+                             description="EMA decay of G (0: no EMA); a warm-up, (1 + step) / "
+                                         "(10 + step), caps it early: 0.999 applies from step 8991")
+    lr_decay: Literal["none", "linear"] = Field(
+        "none", description="learning-rate schedule: linear takes both rates to 0 at the last step")
+    r1_gamma: float = Field(0.0, ge=0.0, le=1000.0,
+                            description="R1 penalty weight (gamma/2 * E|grad D(real)|^2; 0: off)")
+    r1_every: int = Field(16, ge=1, le=1000, description="D steps between R1 penalties (lazy, "
+                                                         "scaled up to match)")
+    augment: Literal["none", "translation", "translation+cutout"] = Field(
+        "none", description="DiffAugment policy on every image D sees, real and fake")
     schedule: Schedule = Field(
         "fixed", description="fixed: d_steps D steps per G step; threshold: each round trains D "
                              "until d_threshold, then G until g_threshold (accuracy on a held-out batch)")
@@ -95,6 +111,15 @@ class TrainConfig(BaseModel):
                                                    "of the sample grids")
     checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_recipe(cls, data: Any) -> Any:
+        """A set's own recipe (``datasets.recipe_for``) fills the fields a spec leaves out: what
+        the spec gives wins, then the set's recipe, then the field's default."""
+        if isinstance(data, dict) and isinstance(data.get("dataset", "mnist"), str):
+            return {**datasets.recipe_for(data.get("dataset", "mnist")), **data}
+        return data
 
     @field_validator("dataset")
     @classmethod
@@ -167,10 +192,16 @@ class TrainConfig(BaseModel):
             flags = ", ".join("--" + k.replace("_", "-") for k in others)
             raise InvalidInput("resume", "the config comes from the checkpoint; only --steps and "
                                          f"--device may change (got {flags})")
-        return cls.model_validate({**saved, **changes})
+        return cls.from_stored({**saved, **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> "TrainConfig":
+        """A config as a checkpoint stored it (``to_dict``): fields it predates take the values
+        that describe how it was trained (``ADDED_LATER``), not today's defaults."""
+        return cls.model_validate({**ADDED_LATER, **data})
 
 
 def _reraise(check: Any, *args: Any) -> None:

@@ -58,12 +58,14 @@ class FastOptions:
 
 def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool) -> FastOptions:
     """Decide each ``auto`` for ``device``: on for CUDA, the plain path on the CPU (whose numbers
-    and speed stay those of the loop before the fast path). ``gradient_penalty``: the loss
-    differentiates D twice, which ``torch.compile`` cannot; asking for both is an input error."""
+    and speed stay those of the loop before the fast path). ``gradient_penalty``: the loss (or
+    the R1 penalty) differentiates D twice, which ``torch.compile`` cannot; asking for both is an
+    input error."""
     cuda = device.type == "cuda"
     if cfg.compile in ("on", "graph") and gradient_penalty:
-        raise InvalidInput("compile", f"the {cfg.loss} loss needs a double backward through D, "
-                                      f"which compile {cfg.compile} does not support (allowed: off, auto)")
+        why = f"the {cfg.loss} loss" if cfg.r1_gamma == 0 else "the R1 penalty (r1_gamma > 0)"
+        raise InvalidInput("compile", f"{why} needs a double backward through D, which compile "
+                                      f"{cfg.compile} does not support (allowed: off, auto)")
     return FastOptions(
         log_every=cfg.log_every or (CUDA_LOG_EVERY if cuda else 1),
         adam=("fused" if cuda else "torch") if cfg.adam == "auto" else cfg.adam,
@@ -114,11 +116,24 @@ def keep_adam_kind(opt: torch.optim.Optimizer, kind: str, capturable: bool = Fal
         group["fused"] = True if kind == "fused" else None
         group["foreach"] = True if kind == "foreach" else None
         group["capturable"] = capturable
+        if isinstance(group["lr"], torch.Tensor):  # a graph run's (tensor_lr): this run decides again
+            group["lr"] = float(group["lr"])
         for p in group["params"]:
             state = opt.state.get(p, {})
             if "step" in state:
                 device = p.device if kind == "fused" or capturable else torch.device("cpu")
                 state["step"] = state["step"].to(device=device, dtype=torch.float32)
+
+
+def tensor_lr(*opts: torch.optim.Optimizer) -> None:
+    """Each group's learning rate as a tensor on its parameters' device: a CUDA graph captures
+    the tensor, so a schedule that changes it in place (``GANTrainer.schedule_lr``) reaches the
+    replayed update (a float would be baked into the graph)."""
+    for opt in opts:
+        for group in opt.param_groups:
+            lr = group["lr"]
+            device = group["params"][0].device
+            group["lr"] = torch.tensor(float(lr), device=device)
 
 
 def compile_module(module: torch.nn.Module) -> Callable[..., Any]:

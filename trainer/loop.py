@@ -22,7 +22,8 @@ import models
 from ganforge import __version__
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from ganforge.spec import TrainConfig
-from models.losses import gradient_penalty
+from models.augment import diff_augment
+from models.losses import gradient_penalty, r1_penalty
 from trainer.data import Split, normalize
 from trainer.fastpath import (
     EpochOrder,
@@ -34,6 +35,7 @@ from trainer.fastpath import (
     loss_row,
     make_adam,
     resolve,
+    tensor_lr,
 )
 
 CHECKPOINT_FORMAT = 1
@@ -142,7 +144,7 @@ class GANTrainer:
         G, D = models.build(cfg.family, self.arch)
         self.G, self.D = G.to(self.device), D.to(self.device)
         # the fast path (trainer/fastpath.py): what each of the spec's speed fields means here
-        self.fast = resolve(cfg, self.device, models.LOSSES[cfg.loss].gradient_penalty)
+        self.fast = resolve(cfg, self.device, models.LOSSES[cfg.loss].gradient_penalty or cfg.r1_gamma > 0)
         if self.fast.channels_last:
             self.G, self.D = (m.to(memory_format=torch.channels_last) for m in (self.G, self.D))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -152,6 +154,9 @@ class GANTrainer:
         self.capturable = self.fast.graph and self.device.type == "cuda"
         self.opt_g = make_adam(self.G.parameters(), cfg.lr_g, betas, self.fast.adam, self.capturable)
         self.opt_d = make_adam(self.D.parameters(), cfg.lr_d, betas, self.fast.adam, self.capturable)
+        self.lr_tensors = self.capturable and cfg.lr_decay != "none"  # a CUDA graph reads lr from one
+        if self.lr_tensors:
+            tensor_lr(self.opt_g, self.opt_d)
         # what the steps call: the modules themselves, or their CUDA-graphed compilations
         self.run_G, self.run_D = (compile_module(m) if self.fast.compile else m for m in (self.G, self.D))
         self.graph = StepGraph(self) if self.fast.graph else None  # compile: graph
@@ -259,18 +264,24 @@ class GANTrainer:
             with self.autocast():
                 with torch.set_grad_enabled(last):  # the last fake is reused by the G step
                     fake = G(z, y_in)
-                d_real, d_fake = D(real, y_in), D(fake.detach(), y_in)
+                x_real = diff_augment(real, cfg.augment)
+                r1_due = cfg.r1_gamma > 0 and (self.step * k + i) % cfg.r1_every == 0
+                if r1_due:
+                    x_real = x_real.detach().requires_grad_(True)
+                d_real, d_fake = D(x_real, y_in), D(diff_augment(fake.detach(), cfg.augment), y_in)
                 d_loss = self.loss.d_loss(d_real, d_fake, cfg.real_label)
                 if self.loss.gradient_penalty:
                     gp = gradient_penalty(partial(D, labels=y_in), real, fake.detach())
                     d_loss = d_loss + cfg.gp_weight * gp
+                if r1_due:  # lazy R1 (StyleGAN2): every r1_every-th D step, weighed up to match
+                    d_loss = d_loss + cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(d_real, x_real)
             real_mean, fake_mean = d_real.detach().float().mean(), d_fake.detach().float().mean()
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
         # ======================= G step: fool the updated D =========================
         with self.autocast():
-            g_loss = self.loss.g_loss(D(fake, y_in))
+            g_loss = self.loss.g_loss(D(diff_augment(fake, cfg.augment), y_in))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()
@@ -383,6 +394,17 @@ class GANTrainer:
         for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
             b_ema.copy_(b)
 
+    def schedule_lr(self) -> None:
+        """Both learning rates for this step under ``lr_decay``: linear goes from the spec's
+        rates at step 0 to 0 at ``steps`` (a function of the step, so a resume continues it)."""
+        scale = max(0.0, 1.0 - self.step / self.cfg.steps)
+        for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
+            for group in opt.param_groups:
+                if isinstance(group["lr"], torch.Tensor):  # read by a CUDA graph: change in place
+                    group["lr"].fill_(lr * scale)
+                else:
+                    group["lr"] = lr * scale
+
     # ------------------------------------------------------------------ the loop
     def fit(self) -> None:
         """Train up to ``cfg.steps``; raises TrainingCancelled when ``should_stop`` says so."""
@@ -423,6 +445,8 @@ class GANTrainer:
         return True
 
     def one_step(self) -> dict[str, float]:
+        if self.cfg.lr_decay != "none":
+            self.schedule_lr()
         return self.train_step_threshold() if self.cfg.schedule == "threshold" else self.train_step()
 
     def clock(self, logs: dict[str, float]) -> None:
@@ -474,6 +498,8 @@ class GANTrainer:
         self.opt_d.load_state_dict(ckpt["opt_d"])
         for opt in (self.opt_g, self.opt_d):  # this machine's Adam kernels, not the writer's
             keep_adam_kind(opt, self.fast.adam, self.capturable)
+        if self.lr_tensors:
+            tensor_lr(self.opt_g, self.opt_d)
         if self.graph is not None:  # the optimizers' state tensors are new: capture afresh
             self.graph.reset()
         self.step = int(ckpt["step"])
@@ -491,7 +517,7 @@ class GANTrainer:
         change (train longer, or move a run between machines)."""
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise InvalidInput("checkpoint", f"unknown format {ckpt.get('format')!r}")
-        cfg = TrainConfig.model_validate(ckpt["config"])
+        cfg = TrainConfig.from_stored(ckpt["config"])
         changes = {k: v for k, v in (("steps", steps), ("device", device)) if v is not None}
         if changes:
             cfg = TrainConfig.model_validate({**cfg.model_dump(), **changes})

@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, settings: Settings | None = None,
     ckpt_path = run_dir / CHECKPOINT_NAME
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path)
-        cfg.check_resumes(TrainConfig.model_validate(ckpt["config"]), str(run_dir))
+        cfg.check_resumes(TrainConfig.from_stored(ckpt["config"]), str(run_dir))
         trainer = GANTrainer.from_checkpoint(ckpt, data, steps=cfg.steps, device=cfg.device,
                                              callbacks=cbs, should_stop=should_stop)
         log.info("resuming %s from step %d", run_dir, trainer.step)

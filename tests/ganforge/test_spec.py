@@ -48,6 +48,9 @@ def test_spec_names_are_the_registries_names() -> None:
 
     assert set(get_args(Family)) == set(models.FAMILIES)
     assert set(get_args(Loss)) == set(models.LOSSES)
+    from models.augment import POLICIES
+
+    assert set(get_args(TrainConfig.model_fields["augment"].annotation)) == set(POLICIES)
 
 
 def test_validating_a_spec_needs_no_torch() -> None:
@@ -96,6 +99,26 @@ def test_dataset_shape_defaults_are_mnist() -> None:
     for key in ("dataset", "image_size", "channels", "schedule", "g_steps", "realness_grid"):
         del legacy[key]  # a checkpoint written before these fields existed
     assert TrainConfig.model_validate(legacy) == cfg
+
+
+def test_a_sets_own_recipe_fills_what_the_spec_leaves_out() -> None:
+    from ganforge import datasets
+
+    own = datasets.recipe_for("fashion-mnist")
+    assert own and set(own) <= set(TrainConfig.model_fields)
+    fashion = TrainConfig(dataset="fashion-mnist")
+    assert {k: getattr(fashion, k) for k in own} == own
+    assert {k: getattr(TrainConfig(), k) for k in own} != own  # MNIST keeps the reference recipe
+    given = TrainConfig.model_validate({"dataset": "fashion-mnist", "r1_gamma": 0.0, "lr_g": 1e-4})
+    assert (given.r1_gamma, given.lr_g, given.lr_d) == (0.0, 1e-4, own["lr_d"])  # the spec wins
+    assert TrainConfig.model_validate(fashion.to_dict()) == fashion  # stored and read back
+    for name in ("emnist-letters", "imagefolder:pets", "no-such-set"):
+        assert datasets.recipe_for(name) == {}
+    # a checkpoint of the set written before r1_gamma existed trained without it
+    old = {k: v for k, v in TrainConfig(dataset="fashion-mnist", r1_gamma=0.0).to_dict().items()
+           if k != "r1_gamma"}
+    assert TrainConfig.from_stored(old).r1_gamma == 0.0
+    assert TrainConfig.model_validate(old).r1_gamma == own["r1_gamma"]  # what from_stored prevents
 
 
 @pytest.mark.parametrize(("dataset", "conditional", "name"), [

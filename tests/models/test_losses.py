@@ -50,3 +50,14 @@ def test_every_loss_is_registered() -> None:
     for loss in losses.LOSSES.values():
         d = loss.d_loss(torch.zeros(3), torch.zeros(3))
         assert math.isfinite(d.item())
+
+
+@pytest.mark.parametrize("norm", [0.5, 2.0])
+def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm(norm: float) -> None:
+    w = torch.randn(1, 1, 28, 28)
+    w = (w / w.norm() * norm).requires_grad_(True)
+    real = torch.randn(5, 1, 28, 28, requires_grad=True)
+    r1 = losses.r1_penalty((real * w).flatten(1).sum(1), real)
+    assert r1.item() == pytest.approx(norm**2, rel=1e-5)
+    (g,) = torch.autograd.grad(r1, w)  # create_graph: D's weights are trained on it
+    torch.testing.assert_close(g, 2 * w.detach())

@@ -15,12 +15,12 @@ import torch
 
 import models
 import trainer.loop as loop
-from ganforge.errors import InvalidInput, TrainingDiverged
+from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from models.losses import GANLoss
 from trainer.callbacks import Checkpointer
 from trainer.checkpoint import load_checkpoint
 from trainer.data import batch_indices
-from trainer.fastpath import CUDA_LOG_EVERY, EpochOrder, StepGraph, resolve
+from trainer.fastpath import CUDA_LOG_EVERY, EpochOrder, StepGraph, keep_adam_kind, resolve, tensor_lr
 from trainer.loop import Callback, GANTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,16 +173,25 @@ def test_fast_options_give_the_plain_loops_losses(make_cfg, mnist_train, device,
      "log_every": 5},  # dropout and the penalty draw from the global RNG
     {"compile": "graph", "adam": "fused", "log_every": 3},  # resumed: a fresh capture
     {"family": "mlp", "compile": "graph", "d_steps": 2},  # dropout inside the graph
+    # the recipe's options: a schedule of the step, DiffAugment's draws, lazy R1
+    {"lr_decay": "linear", "augment": "translation+cutout", "r1_gamma": 1.0, "r1_every": 3},
+    {"compile": "graph", "lr_decay": "linear", "augment": "translation", "log_every": 3},
 ])
 def test_resume_is_exact_with_fast_options(make_cfg, mnist_train, tmp_path, device, changes) -> None:
-    """4 steps, a checkpoint, 4 more from it equals 8 in one go (CUDA: to float tolerance, its
+    """4 steps, a checkpoint, the other 4 from it equals 8 in one go (CUDA: to float tolerance, its
     embedding and convolution backward kernels add in no fixed order)."""
     straight = GANTrainer(make_cfg(steps=8, device=device, **changes), mnist_train)
     straight.fit()
-    first = GANTrainer(make_cfg(steps=4, device=device, **changes), mnist_train,
-                       callbacks=[Checkpointer(tmp_path, every=100)])
-    first.fit()
+    # the same 8-step run, stopped after 4 (as a lost worker's): lr_decay is a schedule of 8 steps
+    runs: list[GANTrainer] = []
+    first = GANTrainer(make_cfg(steps=8, device=device, **changes), mnist_train,
+                       callbacks=[Checkpointer(tmp_path, every=4)],
+                       should_stop=lambda: runs[0].step >= 4)
+    runs.append(first)
+    with pytest.raises(TrainingCancelled):
+        first.fit()
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["step"] == 4
     del first
     torch.manual_seed(12345)  # whatever happened in between must not matter
     resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=8)
@@ -299,6 +308,34 @@ def test_a_failing_step_graph_is_undone_and_the_run_goes_on_plain(make_cfg, mnis
 def test_graph_mode_with_a_gradient_penalty_is_an_input_error(make_cfg, mnist_train) -> None:
     with pytest.raises(InvalidInput, match="compile graph"):
         GANTrainer(make_cfg(loss="wgan-gp", compile="graph"), mnist_train)
+    with pytest.raises(InvalidInput, match="R1 penalty .*compile on"):
+        GANTrainer(make_cfg(r1_gamma=0.1, compile="on"), mnist_train)
+    assert not resolve(make_cfg(r1_gamma=0.1), torch.device("cuda"), True).graph  # auto: plain
+
+
+def test_linear_lr_decay_reaches_zero_at_the_last_step(make_cfg, mnist_train) -> None:
+    seen: list[float] = []
+
+    class Rates(Callback):
+        def on_step_end(self, trainer: GANTrainer, logs: dict[str, float]) -> None:
+            seen.append(trainer.opt_d.param_groups[0]["lr"])
+
+    cfg = make_cfg(steps=4, lr_decay="linear", lr_d=8e-4)
+    GANTrainer(cfg, mnist_train, callbacks=[Rates()]).fit()
+    assert seen == pytest.approx([8e-4, 6e-4, 4e-4, 2e-4])  # the rate each step trained at
+
+
+def test_a_graphs_learning_rates_are_tensors_changed_in_place(make_cfg, mnist_train) -> None:
+    """Under a CUDA graph the update reads lr from a tensor the schedule fills (a float would be
+    baked into the capture); a checkpoint's tensor rates load back as floats on the CPU."""
+    t = GANTrainer(make_cfg(steps=4, lr_decay="linear"), mnist_train)
+    tensor_lr(t.opt_g)
+    lr = t.opt_g.param_groups[0]["lr"]
+    t.step = 2
+    t.schedule_lr()
+    assert t.opt_g.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(2e-4)
+    keep_adam_kind(t.opt_g, "torch")
+    assert t.opt_g.param_groups[0]["lr"] == pytest.approx(2e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

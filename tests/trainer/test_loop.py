@@ -5,6 +5,7 @@ import torch
 
 import models
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
+from ganforge.spec import ADDED_LATER, TrainConfig
 from models.losses import GANLoss
 from trainer.callbacks import Checkpointer, History, SampleGrid
 from trainer.checkpoint import load_checkpoint
@@ -48,6 +49,28 @@ def test_resume_rebuilds_from_the_checkpoint_config(make_cfg, mnist_train, tmp_p
     t.fit()
     resumed = GANTrainer.from_checkpoint(load_checkpoint(tmp_path / "checkpoint.pt"), mnist_train)
     assert resumed.cfg.width == 12 and resumed.cfg.latent_dim == 7 and resumed.step == 2
+
+
+def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mnist_train, tmp_path,
+                                                                   monkeypatch) -> None:
+    """A checkpoint written before ``lr_decay``, ``r1_gamma`` and ``augment`` existed trained
+    without them: it resumes without them even where today's defaults turn them on."""
+    t = GANTrainer(make_cfg(steps=2), mnist_train, callbacks=[Checkpointer(tmp_path, every=1)])
+    t.fit()
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    for name in ADDED_LATER:
+        del ckpt["config"][name]
+    for name, value in (("lr_decay", "linear"), ("r1_gamma", 0.5), ("augment", "translation")):
+        monkeypatch.setattr(TrainConfig.model_fields[name], "default", value)
+    TrainConfig.model_rebuild(force=True)
+    try:
+        assert TrainConfig().lr_decay == "linear"  # today's (patched) default
+        resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=3)
+        assert (resumed.cfg.lr_decay, resumed.cfg.r1_gamma, resumed.cfg.augment) == ("none", 0.0, "none")
+    finally:
+        monkeypatch.undo()
+        TrainConfig.model_rebuild(force=True)
+    assert TrainConfig().lr_decay == "none"
 
 
 def test_same_seed_same_weights_other_seed_differs(make_cfg, mnist_train) -> None:
