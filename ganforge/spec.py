@@ -158,6 +158,18 @@ class TrainConfig(BaseModel):
             raise ValueError("only the threshold schedule uses it (--schedule threshold)")
         return g_steps
 
+    @field_validator("compile")
+    @classmethod
+    def _compilable(cls, compile: str, info: ValidationInfo) -> str:
+        """A double backward through D (the wgan-gp loss, the R1 penalty) is not compilable or
+        capturable; ``auto`` then stays plain (``trainer.fastpath.resolve``)."""
+        r1 = bool(info.data.get("r1_gamma"))
+        if compile in ("on", "graph") and (r1 or info.data.get("loss") == "wgan-gp"):
+            why = "the R1 penalty (r1_gamma > 0)" if r1 else "the wgan-gp loss"
+            raise ValueError(f"{why} needs a double backward through D, which compile "
+                             f"{compile} does not support (allowed: off, auto)")
+        return compile
+
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
         if self.subset and self.subset < self.batch_size:

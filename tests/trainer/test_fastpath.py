@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 import models
 import trainer.loop as loop
@@ -119,8 +120,12 @@ def test_auto_is_the_plain_loop_on_cpu_and_the_fast_path_on_cuda(make_cfg) -> No
 
 
 def test_compile_with_a_gradient_penalty_is_an_input_error(make_cfg, mnist_train) -> None:
+    """Refused with the spec (before a judge is trained or a file written), and again by the
+    trainer for a config that skipped validation."""
+    with pytest.raises(ValidationError, match="compile\n.*wgan-gp loss needs a double backward"):
+        make_cfg(loss="wgan-gp", compile="on")
     with pytest.raises(InvalidInput, match="compile"):
-        GANTrainer(make_cfg(loss="wgan-gp", compile="on"), mnist_train)
+        GANTrainer(make_cfg().model_copy(update={"loss": "wgan-gp", "compile": "on"}), mnist_train)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -306,10 +311,15 @@ def test_a_failing_step_graph_is_undone_and_the_run_goes_on_plain(make_cfg, mnis
 
 
 def test_graph_mode_with_a_gradient_penalty_is_an_input_error(make_cfg, mnist_train) -> None:
-    with pytest.raises(InvalidInput, match="compile graph"):
-        GANTrainer(make_cfg(loss="wgan-gp", compile="graph"), mnist_train)
-    with pytest.raises(InvalidInput, match="R1 penalty .*compile on"):
-        GANTrainer(make_cfg(r1_gamma=0.1, compile="on"), mnist_train)
+    with pytest.raises(ValidationError, match="compile\n.*compile graph does not support"):
+        make_cfg(loss="wgan-gp", compile="graph")
+    with pytest.raises(ValidationError, match="compile\n.*R1 penalty .*compile on"):
+        make_cfg(r1_gamma=0.1, compile="on")
+    with pytest.raises(ValidationError, match="R1 penalty"):  # Fashion-MNIST's recipe has R1
+        make_cfg(dataset="fashion-mnist", compile="graph")
+    unchecked = make_cfg().model_copy(update={"r1_gamma": 0.1, "compile": "graph"})
+    with pytest.raises(InvalidInput, match="R1 penalty .*compile graph"):
+        GANTrainer(unchecked, mnist_train)
     assert not resolve(make_cfg(r1_gamma=0.1), torch.device("cuda"), True).graph  # auto: plain
 
 
