@@ -163,11 +163,9 @@ class TrainConfig(BaseModel):
     def _compilable(cls, compile: str, info: ValidationInfo) -> str:
         """A double backward through D (the wgan-gp loss, the R1 penalty) is not compilable or
         capturable; ``auto`` then stays plain (``trainer.fastpath.resolve``)."""
-        r1 = bool(info.data.get("r1_gamma"))
-        if compile in ("on", "graph") and (r1 or info.data.get("loss") == "wgan-gp"):
-            why = "the R1 penalty (r1_gamma > 0)" if r1 else "the wgan-gp loss"
-            raise ValueError(f"{why} needs a double backward through D, which compile "
-                             f"{compile} does not support (allowed: off, auto)")
+        why = double_backward(info.data.get("loss", ""), info.data.get("r1_gamma", 0.0))
+        if why:
+            refuse_compile(compile, why)
         return compile
 
     @model_validator(mode="after")
@@ -214,6 +212,21 @@ class TrainConfig(BaseModel):
         """A config as a checkpoint stored it (``to_dict``): fields it predates take the values
         that describe how it was trained (``ADDED_LATER``), not today's defaults."""
         return cls.model_validate({**ADDED_LATER, **data})
+
+
+def double_backward(loss: str, r1_gamma: float) -> str | None:
+    """What makes a step differentiate D twice (the wgan-gp loss's gradient penalty, the R1
+    penalty), or None."""
+    if r1_gamma:
+        return "the R1 penalty (r1_gamma > 0)"
+    return "the wgan-gp loss" if loss == "wgan-gp" else None
+
+
+def refuse_compile(compile: str, why: str) -> None:
+    """``compile`` on or graph cannot hold a double backward through D (``why``)."""
+    if compile in ("on", "graph"):
+        raise ValueError(f"{why} needs a double backward through D, which compile {compile} "
+                         "does not support (allowed: off, auto)")
 
 
 def _reraise(check: Any, *args: Any) -> None:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ganforge.errors import InvalidInput, TrainingDiverged
-from ganforge.spec import TrainConfig
+from ganforge.spec import TrainConfig, double_backward, refuse_compile
 from trainer.data import batch_indices, normalize
 
 if TYPE_CHECKING:
@@ -62,10 +62,11 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool) -> F
     the R1 penalty) differentiates D twice, which ``torch.compile`` cannot; asking for both is an
     input error."""
     cuda = device.type == "cuda"
-    if cfg.compile in ("on", "graph") and gradient_penalty:
-        why = f"the {cfg.loss} loss" if cfg.r1_gamma == 0 else "the R1 penalty (r1_gamma > 0)"
-        raise InvalidInput("compile", f"{why} needs a double backward through D, which compile "
-                                      f"{cfg.compile} does not support (allowed: off, auto)")
+    if gradient_penalty:  # the spec refuses this already; a config built around it is refused here
+        try:
+            refuse_compile(cfg.compile, double_backward(cfg.loss, cfg.r1_gamma) or f"the {cfg.loss} loss")
+        except ValueError as exc:
+            raise InvalidInput("compile", str(exc)) from None
     return FastOptions(
         log_every=cfg.log_every or (CUDA_LOG_EVERY if cuda else 1),
         adam=("fused" if cuda else "torch") if cfg.adam == "auto" else cfg.adam,
