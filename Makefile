@@ -68,8 +68,9 @@ serve: install
 	$(BIN)/ganforge serve --port $${PORT:-3000}
 
 # Reproduce the shipped default model (services/assets/default): the reference recipe, seed 0,
-# ~3.5 min on 2 cores; then commit what changed there.
+# ~5.5 min on 2 cores; then commit what changed there.
 pretrained: data
+	@mkdir -p runs
 	$(BIN)/ganforge train --seed 0 --run-dir runs/pretrained-$$(date +%s) --json > runs/pretrained.json
 	$(BIN)/python -c "import json; from services.registry import export_default_model; \
 	export_default_model(json.load(open('runs/pretrained.json'))['tag'])"

@@ -2,6 +2,8 @@
 
     python bench/sweep.py --steps 5000 --eval-every 500 --samples 2000 --final-samples 10000 \
         '{}' '{"ema_decay": 0.9995}' '{"lr_decay": "linear"}' '{"seed": 1}'
+    python bench/sweep.py --steps 3500 --eval-every 1000 --ema 0.99 0.995 --variant deep7 \
+        '{"r1_gamma": 0.2, "lr_g": 6e-4, "lr_d": 6e-4}'
 
 Each positional argument is a JSON object of TrainConfig changes from the defaults (the reference
 recipe; ``steps`` and ``seed`` may be among them). Every ``--eval-every`` steps the EMA generator
@@ -11,15 +13,20 @@ BENCHMARKS.md use, against the real train-vs-test baseline at the same count). T
 exclude judging. Each config ends with a summary line: steps and seconds to label accuracy
 ``--acc`` and to FCD ``<= --fcd`` (from the periodic judgements; at a smaller sample count FCD
 reads higher, so a step first seen there is an upper bound) and the final figures.
+``--ema`` judges, beside the trainer's EMA generator, EMA copies of fixed decays updated every
+step (one run, several averages); ``--variant`` builds an architecture variant of
+``bench/variants.py`` instead of the reference DCGAN.
 This is how the reference recipe was chosen (README, "The reference recipe").
 """
 
 import argparse
+import copy
 import json
 import platform
 import time
 
 import torch
+import variants  # bench/variants.py, beside this script
 
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
@@ -31,28 +38,46 @@ from trainer.loop import Callback, GANTrainer
 
 
 class Judge(Callback):
+    """Judges the trainer's EMA generator every ``--eval-every`` steps into ``rows``; with
+    ``--ema``, also EMA generators of fixed decays kept beside it (no warm-up), into
+    ``ema_rows`` (the summary stays the trainer's own)."""
+
     def __init__(self, args: argparse.Namespace, data_dir, rows: list, name: str) -> None:
         self.args, self.data_dir, self.rows, self.name = args, data_dir, rows, name
         self.start = time.perf_counter()
         self.eval_seconds = 0.0
+        self.emas: dict[float, torch.nn.Module] = {}
+        self.ema_rows: list = []
+
+    @torch.no_grad()
+    def update_emas(self, trainer: GANTrainer) -> None:
+        if not self.emas:
+            self.emas = {d: copy.deepcopy(trainer.G).eval().requires_grad_(False) for d in self.args.ema}
+        for decay, g in self.emas.items():
+            torch._foreach_lerp_(list(g.parameters()), list(trainer.G.parameters()), 1.0 - decay)
+            torch._foreach_copy_(list(g.buffers()), list(trainer.G.buffers()))
 
     def on_step_end(self, trainer: GANTrainer, logs: dict) -> None:
+        if self.args.ema:
+            self.update_emas(trainer)
         last = trainer.step == trainer.cfg.steps
         if trainer.step % self.args.eval_every and not last:
             return
         t0 = time.perf_counter()
         cfg = trainer.cfg
         n = self.args.final_samples if last else self.args.samples
-        r = evaluate(torch_sampler(trainer.G_ema, trainer.device), latent_dim=cfg.latent_dim,
-                     conditional=cfg.conditional, data_dir=self.data_dir, n=n,
-                     dataset=cfg.dataset, image_size=cfg.image_size, channels=cfg.channels)
+        train_s = t0 - self.start - self.eval_seconds
+        for ema, g, rows in [("trainer", trainer.G_ema, self.rows),
+                             *((d, g, self.ema_rows) for d, g in self.emas.items())]:
+            r = evaluate(torch_sampler(g, trainer.device), latent_dim=cfg.latent_dim,
+                         conditional=cfg.conditional, data_dir=self.data_dir, n=n,
+                         dataset=cfg.dataset, image_size=cfg.image_size, channels=cfg.channels)
+            row = {"config": self.name, "ema": ema, "step": trainer.step, "samples": n,
+                   "acc": r.label_accuracy, "kl": r.class_kl, "fcd": r.fcd,
+                   "baseline": r.fcd_baseline, "train_s": round(train_s, 1)}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
         self.eval_seconds += time.perf_counter() - t0
-        train_s = time.perf_counter() - self.start - self.eval_seconds
-        row = {"config": self.name, "step": trainer.step, "samples": n, "acc": r.label_accuracy,
-               "kl": r.class_kl, "fcd": r.fcd, "baseline": r.fcd_baseline,
-               "train_s": round(train_s, 1)}
-        self.rows.append(row)
-        print(json.dumps(row), flush=True)
 
 
 def first(rows: list, ok) -> tuple[int | None, float | None]:
@@ -74,7 +99,7 @@ def summary(rows: list, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("configs", nargs="+", help="JSON objects of TrainConfig changes")
-    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--samples", type=int, default=2000, help="samples per periodic judgement")
     p.add_argument("--final-samples", type=int, default=10_000, help="samples at the last step")
@@ -82,8 +107,13 @@ def main() -> None:
     p.add_argument("--acc", type=float, default=0.99, help="label accuracy to time")
     p.add_argument("--fcd", type=float, default=7.1, help="FCD to time")
     p.add_argument("--json", help="also write every row and summary here")
+    p.add_argument("--ema", type=float, nargs="*", default=[],
+                   help="also judge EMA generators of these fixed decays (no warm-up)")
+    p.add_argument("--variant", default="none", choices=variants.VARIANTS,
+                   help="an architecture variant (bench/variants.py) for every config")
     args = p.parse_args()
     settings = get_settings()
+    variants.patch(args.variant)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"# {platform.node()} {device} torch {torch.__version__} threads {torch.get_num_threads()} "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
@@ -99,9 +129,10 @@ def main() -> None:
                                            image_size=cfg.image_size, channels=cfg.channels)
             judges.ensure(JudgeKey(cfg.dataset, cfg.channels, cfg.image_size), settings.data_dir)
         rows: list = []
-        GANTrainer(cfg, data_cache[key], callbacks=[Judge(args, settings.data_dir, rows, spec)]).fit()
-        line = summary(rows, args)
-        out.append({"rows": rows, "summary": line})
+        judge = Judge(args, settings.data_dir, rows, spec)
+        GANTrainer(cfg, data_cache[key], callbacks=[judge]).fit()
+        line = {**summary(rows, args), "variant": args.variant}
+        out.append({"rows": rows, "ema_rows": judge.ema_rows, "summary": line})
         print("# summary " + json.dumps(line), flush=True)
     print("# final")
     for run in out:

@@ -33,7 +33,8 @@ RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
 # Fields added after checkpoints were first written, with the behaviour the loop had before them:
 # a stored config that lacks one trained that way, whatever today's default is
 # (``TrainConfig.from_stored``).
-ADDED_LATER: dict[str, Any] = {"lr_decay": "none", "r1_gamma": 0.0, "augment": "none"}
+ADDED_LATER: dict[str, Any] = {"lr_decay": "none", "r1_gamma": 0.0, "augment": "none",
+                               "d_extra_convs": 0}
 
 
 class TrainConfig(BaseModel):
@@ -53,13 +54,15 @@ class TrainConfig(BaseModel):
     spectral_norm: bool = Field(True, description="spectral norm on every D layer")
     d_conditioning: Literal["projection", "concat"] = Field(
         "projection", description="how a conditional D sees the label")
+    d_extra_convs: int = Field(1, ge=0, le=4, description="dcgan: 3x3 stride-1 convs on D's "
+                                                          "last feature map (D's capacity)")
     real_label: float = Field(1.0, gt=0.0, le=1.0,
                               description="target for real images in BCE (0.9: one-sided smoothing)")
     gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
     # --- how ---
     batch_size: int = Field(64, ge=2, le=4096, description="images per D and G step")
-    lr_g: float = Field(4e-4, gt=0.0, le=1.0, description="Adam learning rate of G")
-    lr_d: float = Field(4e-4, gt=0.0, le=1.0, description="Adam learning rate of D")
+    lr_g: float = Field(6e-4, gt=0.0, le=1.0, description="Adam learning rate of G")
+    lr_d: float = Field(6e-4, gt=0.0, le=1.0, description="Adam learning rate of D")
     beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam beta1")
     beta2: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta2")
     d_steps: int = Field(0, ge=0, le=100,
@@ -85,7 +88,7 @@ class TrainConfig(BaseModel):
                                            "of its fakes real")
     g_steps: int = Field(1, ge=1, le=100,
                          description="threshold schedule: G steps at least per round")
-    steps: int = Field(3000, ge=1, le=10_000_000, description="G steps (threshold schedule: rounds)")
+    steps: int = Field(2000, ge=1, le=10_000_000, description="G steps (threshold schedule: rounds)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of weights, noise and data order")
     subset: int = Field(0, ge=0, le=MAX_SUBSET, description="train on the first N images (0: all)")
     # --- how fast (trainer/fastpath.py): the same training up to float rounding; auto = the

@@ -10,6 +10,7 @@ Conditioning = Literal["projection", "concat"]
 # the families import this module; tests/models keeps it equal to the union of their SIZES.
 IMAGE_SIZES: tuple[int, ...] = (28, 32, 64)
 CHANNELS: tuple[int, ...] = (1, 3)  # grey or colour
+MAX_EXTRA_CONVS = 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +31,7 @@ class ModelConfig:
     spectral_norm: bool = False  # on every D layer
     d_conditioning: Conditioning = "projection"
     d_dropout: float = 0.3  # the classic MLP D's dropout; dcgan ignores it
+    d_extra_convs: int = 0  # dcgan: 3x3 stride-1 convs on D's last feature map; mlp ignores it
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
@@ -47,6 +49,8 @@ class ModelConfig:
             raise ValueError(f"width must be at least 8, got {self.width}")
         if self.d_conditioning not in ("projection", "concat"):
             raise ValueError(f"d_conditioning must be projection or concat, got {self.d_conditioning!r}")
+        if not 0 <= self.d_extra_convs <= MAX_EXTRA_CONVS:
+            raise ValueError(f"d_extra_convs must be in [0, {MAX_EXTRA_CONVS}], got {self.d_extra_convs}")
         if not 0.0 <= self.d_dropout < 1.0:
             raise ValueError(f"d_dropout must be in [0, 1), got {self.d_dropout}")
 

@@ -3,8 +3,10 @@
 G: z [+ label embedding] -> linear to (w * 2^(k-1)) x s x s -> k transposed convs, each doubling
 the side and halving the channels (BatchNorm and ReLU between them) -> channels x S x S, tanh.
 D mirrors it: k strided convs from channels x S x S down to (w * 2^(k-1)) x s x s, LeakyReLU(0.2),
-no BatchNorm (so WGAN-GP's per-sample gradient penalty and spectral norm both apply), then a
-linear or projection head.
+no BatchNorm (so WGAN-GP's per-sample gradient penalty and spectral norm both apply), then
+``d_extra_convs`` 3x3 convs at stride 1 on that last feature map (capacity where the map is
+smallest: at 28, one doubles D's work; the reference recipe has one), then a linear or
+projection head.
 
     image_size  s  k  G's sides              top channels (w = width)
     28          7  2  7 -> 14 -> 28          2w   (the MNIST layout, unchanged)
@@ -80,6 +82,9 @@ class Discriminator(nn.Module):
             layers += [maybe_sn(nn.Conv2d(c_in, c, 4, stride=2, padding=1), sn), nn.LeakyReLU(0.2)]
             c_in, c, side = c, 2 * c, side // 2
             # (N, c_in, side, side): at 28, (N, w, 14, 14) then (N, 2w, 7, 7)
+        for _ in range(cfg.d_extra_convs):
+            layers += [maybe_sn(nn.Conv2d(top, top, 3, stride=1, padding=1), sn), nn.LeakyReLU(0.2)]
+            # (N, top, s, s): the same side
         self.body = nn.Sequential(*layers, nn.Flatten())
         projection = cfg.num_classes if cfg.conditional and not concat else 0
         self.head = ProjectionHead(top * start * start, projection, sn)

@@ -74,7 +74,8 @@ def architecture(cfg: TrainConfig, num_classes: int) -> models.ModelConfig:
     return models.ModelConfig(latent_dim=cfg.latent_dim, num_classes=num_classes if cfg.conditional else 0,
                               image_size=cfg.image_size, channels=cfg.channels,
                               width=cfg.width, embed_dim=cfg.embed_dim,
-                              spectral_norm=cfg.spectral_norm, d_conditioning=cfg.d_conditioning)
+                              spectral_norm=cfg.spectral_norm, d_conditioning=cfg.d_conditioning,
+                              d_extra_convs=cfg.d_extra_convs)
 
 
 def check_shape(cfg: TrainConfig, data: Split) -> None:

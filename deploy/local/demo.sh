@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # `make demo`: the whole stack on one machine with no server to install (the embedded queue):
 # a worker and the service start, the reference recipe trains as a queued job on the CPU
-# (~4 min on 2 cores), its model is served, and out/ receives a 7 and a 10x10 grid.
+# (~5 min on 2 cores), its model is served, and out/ receives a 7 and a 10x10 grid.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=.venv/bin
 STATE=${GANFORGE_DEMO_DIR:-$PWD/var/demo}
 PORT=${PORT:-3000}
-STEPS=${DEMO_STEPS:-3000}
+STEPS=${DEMO_STEPS:-2000}
 mkdir -p "$STATE" out
 export GANFORGE_VAR_DIR=$STATE GANFORGE_RUNS_DIR=$STATE/runs BENTOML_HOME=$STATE/bentoml
 export GANFORGE_WORKER_METRICS_PORT=${GANFORGE_WORKER_METRICS_PORT:-0} BENTOML_DO_NOT_TRACK=true

@@ -66,9 +66,31 @@ def test_unknown_family_lists_the_known_ones() -> None:
 @pytest.mark.parametrize(("kwargs", "field"), [
     ({"latent_dim": 0}, "latent_dim"), ({"num_classes": -1}, "num_classes"),
     ({"width": 4}, "width"), ({"d_conditioning": "magic"}, "d_conditioning"),
+    ({"d_extra_convs": -1}, "d_extra_convs must be in .0, 4."), ({"d_extra_convs": 5}, "d_extra_convs"),
     ({"image_size": 48}, "image_size must be one of 28, 32, 64"),
     ({"channels": 2}, "channels must be 1 .grey. or 3 .colour."),
 ])
 def test_config_invariants(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
         ModelConfig(**kwargs)
+
+
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_d_extra_convs_add_stride_one_convs_on_the_last_feature_map(size: int) -> None:
+    """dcgan: each extra conv keeps D's last feature map's shape (the head is unchanged) and
+    adds a 3x3 conv of top x top channels; the mlp family ignores the field."""
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 1, size, size), torch.tensor([0, 4, 9])
+    plain = models.build("dcgan", ModelConfig(num_classes=10, width=8, image_size=size))[1]
+    for extra in (1, 2):
+        cfg = ModelConfig(num_classes=10, width=8, image_size=size, d_extra_convs=extra)
+        D: Any = models.build("dcgan", cfg)[1]
+        convs = [m for m in D.body if isinstance(m, torch.nn.Conv2d)]
+        top = convs[-1].out_channels
+        assert len(convs) == len([m for m in plain.body if isinstance(m, torch.nn.Conv2d)]) + extra
+        assert all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.in_channels == top
+                   for c in convs[-extra:])
+        assert D.head.linear.in_features == plain.head.linear.in_features
+        assert D(x, y).shape == (3,)
+    mlp = [models.build("mlp", ModelConfig(num_classes=10, width=16, d_extra_convs=k))[1] for k in (0, 2)]
+    assert [p.shape for p in mlp[0].parameters()] == [p.shape for p in mlp[1].parameters()]

@@ -57,3 +57,24 @@ def test_torch_sampler_matches_the_generator() -> None:
     with torch.no_grad():
         expected = G(torch.from_numpy(z), torch.from_numpy(y)).numpy()
     np.testing.assert_array_equal(torch_sampler(G, torch.device("cpu"))(z, y), expected)
+
+
+def test_the_baseline_draws_real_images_in_the_generated_class_mix(data_dir, mnist_test) -> None:
+    from trainer import judges
+    from trainer.evaluate import _reference
+    from trainer.judges import JudgeKey
+
+    judge = judges.get(JudgeKey("mnist", 1, 28), data_dir)
+    _, natural = _reference(judge, "mnist", data_dir, 500)
+    _, zeros_only = _reference(judge, "mnist", data_dir, 500, (500,) + (0,) * 9)
+    _, balanced = _reference(judge, "mnist", data_dir, 500, (50,) * 10)
+    # real zeros against the whole test set are far from it, like a generator of nothing else
+    assert zeros_only > 10 * natural
+    assert balanced != natural and balanced < 2 * natural
+    # what evaluate reports: the conditional mix (n/K each) for a conditional model only
+    cond = evaluate(real_images_sampler(mnist_test), latent_dim=4, conditional=True,
+                    data_dir=data_dir, n=500)
+    uncond = evaluate(real_images_sampler(mnist_test), latent_dim=4, conditional=False,
+                      data_dir=data_dir, n=500)
+    assert cond.fcd_baseline == pytest.approx(balanced, abs=1e-3)
+    assert uncond.fcd_baseline == pytest.approx(natural, abs=1e-3)

@@ -53,13 +53,16 @@ def test_resume_rebuilds_from_the_checkpoint_config(make_cfg, mnist_train, tmp_p
 
 def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mnist_train, tmp_path,
                                                                    monkeypatch) -> None:
-    """A checkpoint written before ``lr_decay``, ``r1_gamma`` and ``augment`` existed trained
-    without them: it resumes without them even where today's defaults turn them on."""
-    t = GANTrainer(make_cfg(steps=2), mnist_train, callbacks=[Checkpointer(tmp_path, every=1)])
+    """A checkpoint written before ``lr_decay``, ``r1_gamma``, ``augment`` and ``d_extra_convs``
+    existed trained without them: it resumes without them even where today's defaults turn them
+    on (``d_extra_convs`` is on by default: 1)."""
+    t = GANTrainer(make_cfg(steps=2, d_extra_convs=0), mnist_train,
+                   callbacks=[Checkpointer(tmp_path, every=1)])
     t.fit()
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
     for name in ADDED_LATER:
         del ckpt["config"][name]
+    del ckpt["architecture"]["d_extra_convs"]
     for name, value in (("lr_decay", "linear"), ("r1_gamma", 0.5), ("augment", "translation")):
         monkeypatch.setattr(TrainConfig.model_fields[name], "default", value)
     TrainConfig.model_rebuild(force=True)
@@ -67,6 +70,9 @@ def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mni
         assert TrainConfig().lr_decay == "linear"  # today's (patched) default
         resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=3)
         assert (resumed.cfg.lr_decay, resumed.cfg.r1_gamma, resumed.cfg.augment) == ("none", 0.0, "none")
+        assert resumed.cfg.d_extra_convs == resumed.arch.d_extra_convs == 0 != TrainConfig().d_extra_convs
+        resumed.fit()  # the D it was trained with: its weights loaded, one more step taken
+        assert resumed.step == 3
     finally:
         monkeypatch.undo()
         TrainConfig.model_rebuild(force=True)

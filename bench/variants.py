@@ -1,0 +1,88 @@
+"""Architecture variants the recipe sweep tried (``bench/sweep.py --variant``), none shipped.
+
+Each wraps what ``models.build`` returns for the conditional DCGAN at 28x28 (D: two strided
+convs, ``d_extra_convs`` 3x3 ones, then the projection head; G: linear, BatchNorm, one transposed
+conv, BatchNorm, one transposed conv). A variant a sweep measures well earns a model field and a
+test of its own, not this file: ``deep7`` did (``d_extra_convs``, on by default since the sweep;
+the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reproduce them).
+
+- ``deep7``: one more D conv, 3x3 at stride 1 on the 7x7 features (D's work about doubles).
+- ``mbstd``: ProGAN's minibatch standard deviation as one more 7x7 feature plane, then that conv.
+- ``cbn``: conditional BatchNorm in G (BigGAN): each BatchNorm's gain and bias looked up by
+  label, the label embedding still concatenated to z.
+"""
+
+import torch
+from torch import nn
+
+import models
+from models.layers import maybe_sn
+
+VARIANTS = ("none", "deep7", "mbstd", "cbn")
+
+
+class MinibatchStd(nn.Module):
+    """Appends the mean standard deviation over groups of ``group`` images as one plane."""
+
+    def __init__(self, group: int = 4) -> None:
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group, n)
+        std = x.view(g, -1, c, h, w).var(0, unbiased=False).add(1e-8).sqrt().mean([1, 2, 3])  # (n/g,)
+        return torch.cat([x, std.view(-1, 1, 1, 1).repeat(g, 1, h, w)], 1)  # (n, c + 1, h, w)
+
+
+class ConditionalBatchNorm(nn.Module):
+    def __init__(self, bn: nn.modules.batchnorm._BatchNorm, num_classes: int) -> None:
+        super().__init__()
+        self.bn = type(bn)(bn.num_features, affine=False)
+        self.gain = nn.Embedding(num_classes, bn.num_features)
+        self.bias = nn.Embedding(num_classes, bn.num_features)
+        nn.init.ones_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shape = (-1, x.shape[1]) + (1,) * (x.dim() - 2)
+        return self.bn(x) * self.gain(y).view(shape) + self.bias(y).view(shape)
+
+
+class CBNGenerator(nn.Module):
+    def __init__(self, g: nn.Module) -> None:
+        super().__init__()
+        k = g.cfg.num_classes
+        self.g, self.start = g, g.start
+        self.bn1, self.bn2 = ConditionalBatchNorm(g.project[1], k), ConditionalBatchNorm(g.up[1], k)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        g = self.g
+        top, side = self.start
+        h = g.project[0](torch.cat([z, g.embed(y)], 1))
+        h = torch.relu(self.bn1(h, y)).view(-1, top, side, side)  # (N, 2w, 7, 7)
+        h = torch.relu(self.bn2(g.up[0](h), y))  # (N, w, 14, 14)
+        return torch.tanh(g.up[3](h))  # (N, 1, 28, 28)
+
+
+def patch(variant: str) -> None:
+    """Make ``models.build`` (as the trainer calls it) build ``variant``."""
+    if variant not in VARIANTS:
+        raise SystemExit(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+    build = models.build
+
+    def patched(family: str, arch: models.ModelConfig) -> tuple[nn.Module, nn.Module]:
+        G, D = build(family, arch)
+        if family != "dcgan" or arch.image_size != 28 or not arch.conditional:
+            raise SystemExit("the variants are of the conditional 28x28 DCGAN only")
+        top, sn = arch.width * 2, arch.spectral_norm
+        *convs, flatten = list(D.body)
+        if variant == "cbn":
+            G = CBNGenerator(G)
+        elif variant in ("deep7", "mbstd"):
+            extra = [MinibatchStd()] if variant == "mbstd" else []
+            conv = maybe_sn(nn.Conv2d(top + len(extra), top, 3, padding=1), sn)
+            D.body = nn.Sequential(*convs, *extra, conv, nn.LeakyReLU(0.2), flatten)  # (N, 2w*7*7)
+        return G, D
+
+    models.build = patched  # type: ignore[assignment]
