@@ -84,16 +84,23 @@ def torch_sampler(generator: torch.nn.Module, device: torch.device) -> SampleFn:
 
 
 @lru_cache(maxsize=4)
+def _splits(judge: Judge, dataset: str, data_dir: Path) -> tuple[Split, np.ndarray]:
+    """The training split at the judge's shape and the test split's features, once per
+    process and judge."""
+    channels, size, _ = judge.model.shape
+    test = load_dataset(dataset, data_dir, train=False, image_size=size, channels=channels)
+    train = load_dataset(dataset, data_dir, train=True, image_size=size, channels=channels)
+    _, test_feats = classifier.predict_split(judge.model, test)
+    return train, test_feats.numpy().astype(np.float64)
+
+
+@lru_cache(maxsize=8)
 def _reference(judge: Judge, dataset: str, data_dir: Path, n: int,
                counts: tuple[int, ...] | None = None) -> tuple[np.ndarray, float]:
     """Test-set features and the real train-vs-test FCD baseline, computed once per process,
     judge and count: ``n`` seeded train images, or ``counts[c]`` of class c (at most what the
     set has) where the generated images come in those class counts."""
-    _, size, _ = judge.model.shape
-    channels = judge.model.shape[0]
-    test = load_dataset(dataset, data_dir, train=False, image_size=size, channels=channels)
-    train = load_dataset(dataset, data_dir, train=True, image_size=size, channels=channels)
-    _, test_feats = classifier.predict_split(judge.model, test)
+    train, test_np = _splits(judge, dataset, data_dir)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     if counts is None:
         idx = order[:n]
@@ -101,7 +108,6 @@ def _reference(judge: Judge, dataset: str, data_dir: Path, n: int,
         shuffled = train.labels[order]
         idx = torch.cat([order[shuffled == c][:m] for c, m in enumerate(counts)])
     _, train_feats = classifier.predict_split(judge.model, train, idx)
-    test_np = test_feats.numpy().astype(np.float64)
     return test_np, frechet_distance(train_feats.numpy().astype(np.float64), test_np)
 
 

@@ -72,7 +72,8 @@ def test_redis_restart_loses_no_job(tmp_path) -> None:
         api = server.client(headers={"Authorization": f"Bearer {TOKEN}"})
         # a job no worker here takes (the gpu queue), and one that trains across the restart
         held = api.post("/jobs", json={**TINY, "device": "cuda", "steps": 10}).json()["id"]
-        job = api.post("/jobs", json={**TINY, "width": 64, "batch_size": 64,
+        # G and D at the reference width, D without the third conv (the duration this was sized for)
+        job = api.post("/jobs", json={**TINY, "width": 64, "batch_size": 64, "d_extra_convs": 0,
                                       "steps": 300}).json()["id"]
         wait_job(api, job, lambda s: s["progress"].get("step", 0) >= 20)
         assert {held, job} <= {j["id"] for j in api.get("/jobs").json()["jobs"]}

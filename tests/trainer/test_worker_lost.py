@@ -44,8 +44,9 @@ def test_live_job_longer_than_the_visibility_timeout_runs_once(tmp_path, redis_d
     vt = get_settings().visibility_timeout
     first = Worker(tmp_path / "first.log")
     try:
-        # the reference recipe's nets (~17 steps/s on 2 cores): 400 steps outlast the checks
-        job_id = jobs.submit({**TINY, "width": 64, "batch_size": 64, "steps": 400})
+        # the reference width, D without the third conv (~11 steps/s on 2 cores): 400 steps
+        # outlast the checks
+        job_id = jobs.submit({**TINY, "width": 64, "batch_size": 64, "d_extra_convs": 0, "steps": 400})
         wait_for(job_id, lambda s: s.progress.get("step", 0) > 0)
         second = Worker(tmp_path / "second.log")  # idle: it sweeps for overdue deliveries
         try:
