@@ -2,7 +2,7 @@
 
     python bench/sweep.py --steps 5000 --eval-every 500 --samples 2000 --final-samples 10000 \
         '{}' '{"ema_decay": 0.9995}' '{"lr_decay": "linear"}' '{"seed": 1}'
-    python bench/sweep.py --steps 3500 --eval-every 1000 --ema 0.99 0.995 --variant deep7 \
+    python bench/sweep.py --steps 3500 --eval-every 1000 --ema 0.99,0.995 --variant deep7 \
         '{"r1_gamma": 0.2, "lr_g": 6e-4, "lr_d": 6e-4}'
 
 Each positional argument is a JSON object of TrainConfig changes from the defaults (the reference
@@ -34,7 +34,7 @@ from trainer import judges
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate, torch_sampler
 from trainer.judges import JudgeKey
-from trainer.loop import Callback, GANTrainer
+from trainer.loop import Callback, GANTrainer, lerp_ema
 
 
 class Judge(Callback):
@@ -54,8 +54,7 @@ class Judge(Callback):
         if not self.emas:
             self.emas = {d: copy.deepcopy(trainer.G).eval().requires_grad_(False) for d in self.args.ema}
         for decay, g in self.emas.items():
-            torch._foreach_lerp_(list(g.parameters()), list(trainer.G.parameters()), 1.0 - decay)
-            torch._foreach_copy_(list(g.buffers()), list(trainer.G.buffers()))
+            lerp_ema(g, trainer.G, decay)
 
     def on_step_end(self, trainer: GANTrainer, logs: dict) -> None:
         if self.args.ema:
@@ -107,8 +106,8 @@ def main() -> None:
     p.add_argument("--acc", type=float, default=0.99, help="label accuracy to time")
     p.add_argument("--fcd", type=float, default=7.1, help="FCD to time")
     p.add_argument("--json", help="also write every row and summary here")
-    p.add_argument("--ema", type=float, nargs="*", default=[],
-                   help="also judge EMA generators of these fixed decays (no warm-up)")
+    p.add_argument("--ema", type=lambda s: [float(d) for d in s.split(",")], default=[],
+                   help="also judge EMA generators of these fixed decays, comma-separated (no warm-up)")
     p.add_argument("--variant", default="none", choices=variants.VARIANTS,
                    help="an architecture variant (bench/variants.py) for every config")
     args = p.parse_args()

@@ -9,8 +9,7 @@ On ``n`` samples (default 10,000; a conditional model gets ``n/K`` per class) it
   images (the baseline: what a perfect generator would score). For a conditional model the real
   train images are drawn with the generated labels' class counts (n/K each): a perfect
   conditional generator asked for every class equally is compared with real images in those
-  proportions, not the set's own (on MNIST, 10,000 images: 4.01 instead of 3.55; another
-  balanced draw reads 4.65, so the class mix and the draw each move the figure by about 0.5).
+  proportions, not the set's own (on MNIST, 10,000 images: 4.01 instead of 3.55).
 """
 
 import time

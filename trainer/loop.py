@@ -118,6 +118,14 @@ def exclusive() -> threading.RLock:
     return _TURN
 
 
+@torch.no_grad()
+def lerp_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for every parameter (a few foreach kernels);
+    buffers (BatchNorm's running statistics) are copied."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
+
+
 class GANTrainer:
     def __init__(self, cfg: TrainConfig, data: Split, *, callbacks: Sequence[Callback] = (),
                  should_stop: Callable[[], bool] | None = None,
@@ -387,8 +395,7 @@ class GANTrainer:
             torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
             return
         if self.fast.foreach_ema:  # a few kernels for all tensors instead of one per tensor
-            torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - decay)
-            torch._foreach_copy_(list(self.G_ema.buffers()), list(self.G.buffers()))
+            lerp_ema(self.G_ema, self.G, decay)
             return
         for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters(), strict=True):
             p_ema.lerp_(p, 1.0 - decay)
