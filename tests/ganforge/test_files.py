@@ -26,3 +26,21 @@ def test_readers_globs_never_see_the_temporary_file(tmp_path) -> None:
         tmp.write_bytes(b"partial")
         assert list(tmp_path.glob("step-*.png")) == [] and list(tmp_path.glob("*.png")) == []
     assert [p.name for p in tmp_path.glob("step-*.png")] == ["step-000100.png"]
+
+
+def test_threads_writing_one_file_at_once_all_succeed(tmp_path) -> None:
+    """A worker's job threads replace the same file (a model's ``latest`` pointer) at once: each
+    write lands whole, none fails on another's temporary file, and nothing is left beside it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "latest"
+    values = [f"version-{i:03d}".encode() for i in range(8)]
+
+    def write_many(value: bytes) -> None:
+        for _ in range(40):
+            write_bytes_atomic(path, value)
+
+    with ThreadPoolExecutor(len(values)) as pool:
+        list(pool.map(write_many, values))  # re-raises the first writer's error
+    assert path.read_bytes() in values
+    assert [p.name for p in tmp_path.iterdir()] == ["latest"]

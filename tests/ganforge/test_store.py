@@ -69,6 +69,25 @@ def test_same_run_registers_once(onnx_file) -> None:
     assert sum(m.labels.get("run_id") == run_id for m in store.list_models()) == 1
 
 
+def test_runs_registered_at_once_under_one_name_all_land(onnx_file) -> None:
+    """A worker's job threads register runs of the same model name at the same moment (they
+    share its ``latest`` pointer): each registration succeeds with its own version."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    run_ids = [f"run-{uuid.uuid4().hex}" for _ in range(6)]
+
+    def register(run_id: str) -> tuple[store.StoredModel, bool]:
+        return store.register(name="mnist-dcgan-cond", run_id=run_id, onnx_path=onnx_file,
+                              card=CARD, stage="candidate")
+
+    with ThreadPoolExecutor(len(run_ids)) as pool:
+        done = list(pool.map(register, run_ids))
+    assert all(created for _, created in done) and len({m.tag for m, _ in done}) == len(run_ids)
+    assert all(store.find_run(r) is not None for r in run_ids)
+    latest = (store.store_root() / "mnist-dcgan-cond" / "latest").read_text()
+    assert latest in {m.version for m, _ in done}
+
+
 def test_failed_registration_leaves_store_unchanged(tmp_path) -> None:
     before = {m.tag for m in store.list_models()}
     with pytest.raises(FileNotFoundError):
