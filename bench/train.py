@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/train.py                          # naive vs today's loop vs fast path
     .venv/bin/python bench/train.py --each-option --repeat 3 # and each CPU-capable option alone
+                                                             # on today's loop
     .venv/bin/python bench/train.py --gpu-report             # the GPU report (issue 15), CUDA only
     .venv/bin/python bench/train.py --throughput            # each family x loss, 150 steps
     .venv/bin/python bench/train.py --quality --max-steps 6000
@@ -46,6 +47,7 @@ from typing import Any
 import torch
 from naive_train import Measured, naive_train
 
+import trainer.loop as loop
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
 from trainer.data import Split, batch_indices, load_mnist
@@ -57,11 +59,13 @@ from trainer.multi import MultiTrainer
 TODAY = dict(log_every=1, adam="torch", compile="off", amp="off", channels_last="off")
 # the whole step captured by hand in one CUDA graph (trainer.fastpath.StepGraph)
 GRAPH: dict[str, Any] = {"compile": "graph"}
-# one CPU-capable fast option at a time, on top of the defaults (--each-option)
+# one CPU-capable fast option at a time on top of today's loop (--each-option), and bf16 with
+# channels_last (the CPU's auto where it has bf16 in hardware)
 OPTIONS: dict[str, dict[str, Any]] = {
     "+ adam foreach": {"adam": "foreach"}, "+ adam fused": {"adam": "fused"},
     "+ channels_last": {"channels_last": "on"}, "+ log_every 50": {"log_every": 50},
     "+ bf16 autocast": {"amp": "bf16"},
+    "+ bf16 autocast + channels_last": {"amp": "bf16", "channels_last": "on"},
 }
 
 
@@ -208,6 +212,17 @@ def loop_rate(data: Split, changes: dict[str, Any], steps: int, warmup: int,
                     time.process_time() - cpu), warm, note
 
 
+def d_unfrozen(run: Callable[[], Any]) -> Any:
+    """``run()`` with the G step computing D's weight gradients as the loop did before it froze
+    D there (``trainer.loop.frozen``): the step that freeze saves, measured."""
+    real = loop.frozen
+    loop.frozen = lambda module, freeze=True: contextlib.nullcontext()  # type: ignore[assignment]
+    try:
+        return run()
+    finally:
+        loop.frozen = real
+
+
 def loops(data: Split, steps: int, warmup: int, repeat: int, each_option: bool) -> None:
     """Naive loop, today's loop and the fast path (and each option alone), as a table with the
     ratio to the naive loop; rows run round-robin ``repeat`` times, medians printed."""
@@ -225,7 +240,10 @@ def loops(data: Split, steps: int, warmup: int, repeat: int, each_option: bool) 
             data, {**GRAPH, "amp": "bf16"}, steps, warmup)
     if each_option:
         for name, change in OPTIONS.items():
-            rows[name] = lambda change=change: loop_rate(data, change, steps, warmup)  # type: ignore[misc]
+            rows[name] = lambda change=change: loop_rate(  # type: ignore[misc]
+                data, {**TODAY, **change}, steps, warmup)
+        rows["today's loop, D's weight gradients in the G step (before 2026-11-29)"] = lambda: (
+            d_unfrozen(lambda: loop_rate(data, TODAY, steps, warmup, True)))
     rates: dict[str, list[float]] = {name: [] for name in rows}
     cpu_ms: dict[str, list[float]] = {name: [] for name in rows}
     warm: dict[str, float] = {}

@@ -105,9 +105,11 @@ class TrainConfig(BaseModel):
                             "on the CPU); auto: graph on CUDA unless the loss has a gradient "
                             "penalty, off on the CPU")
     amp: Literal["auto", "bf16", "off"] = Field(
-        "auto", description="bf16 autocast (auto: off until measured to keep the quality figures)")
+        "auto", description="bf16 autocast (auto: on a CPU with bf16 in hardware, AVX512_BF16 or "
+                            "AMX; off on CUDA and other CPUs; a resumed run keeps its own)")
     channels_last: Literal["auto", "on", "off"] = Field(
-        "auto", description="channels_last memory format (auto: on CUDA, off on CPU)")
+        "auto", description="channels_last memory format (auto: on CUDA; on the CPU with bf16 "
+                            "autocast only)")
     # --- bookkeeping ---
     sample_every: int = Field(500, ge=1, description="steps between sample grids")
     realness_grid: bool = Field(False, description="print D's realness score above each image "

@@ -6,13 +6,14 @@ A checkpoint is a plain dict; :meth:`GANTrainer.from_checkpoint` rebuilds everyt
 checkpoint's own config, never from today's defaults.
 """
 
+import contextlib
 import copy
 import dataclasses
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -119,6 +120,19 @@ def exclusive() -> threading.RLock:
 
 
 @torch.no_grad()
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module, freeze: bool = True) -> Iterator[None]:
+    """``module``'s parameters without ``requires_grad`` inside the block (those that had it)."""
+    params = [p for p in module.parameters() if p.requires_grad] if freeze else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def lerp_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """``ema = decay * ema + (1 - decay) * model`` for every parameter (a few foreach kernels);
     buffers (BatchNorm's running statistics) are copied."""
@@ -129,12 +143,15 @@ def lerp_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None
 class GANTrainer:
     def __init__(self, cfg: TrainConfig, data: Split, *, callbacks: Sequence[Callback] = (),
                  should_stop: Callable[[], bool] | None = None,
-                 arch: models.ModelConfig | None = None) -> None:
+                 arch: models.ModelConfig | None = None, auto_amp: bool | None = None) -> None:
+        """``arch`` and ``auto_amp`` (what ``amp: auto`` means) come from a checkpoint on
+        resume: a run keeps the model and the precision it started with."""
         with _TURN:
-            self._build(cfg, data, callbacks, should_stop, arch)
+            self._build(cfg, data, callbacks, should_stop, arch, auto_amp)
 
     def _build(self, cfg: TrainConfig, data: Split, callbacks: Sequence[Callback],
-               should_stop: Callable[[], bool] | None, arch: models.ModelConfig | None) -> None:
+               should_stop: Callable[[], bool] | None, arch: models.ModelConfig | None,
+               auto_amp: bool | None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
         self.callbacks = list(callbacks)
@@ -153,7 +170,8 @@ class GANTrainer:
         G, D = models.build(cfg.family, self.arch)
         self.G, self.D = G.to(self.device), D.to(self.device)
         # the fast path (trainer/fastpath.py): what each of the spec's speed fields means here
-        self.fast = resolve(cfg, self.device, models.LOSSES[cfg.loss].gradient_penalty or cfg.r1_gamma > 0)
+        self.fast = resolve(cfg, self.device, models.LOSSES[cfg.loss].gradient_penalty or cfg.r1_gamma > 0,
+                            auto_amp=auto_amp)
         if self.fast.channels_last:
             self.G, self.D = (m.to(memory_format=torch.channels_last) for m in (self.G, self.D))
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
@@ -289,7 +307,10 @@ class GANTrainer:
             d_loss.backward()
             self.opt_d.step()
         # ======================= G step: fool the updated D =========================
-        with self.autocast():
+        # D's weights are constants here: frozen, backward skips their gradients (the next D step
+        # clears them anyway), so G's gradients are the same to the bit and the step is cheaper.
+        # torch.compile guards on requires_grad (a second graph), so compile: on leaves D as is.
+        with self.autocast(), frozen(self.D, not self.fast.compile):
             g_loss = self.loss.g_loss(D(diff_augment(fake, cfg.augment), y_in))
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -492,6 +513,7 @@ class GANTrainer:
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "rng": rng,
+            "amp": self.fast.amp,  # the precision trained in, whatever auto meant: resume keeps it
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -530,6 +552,8 @@ class GANTrainer:
         if changes:
             cfg = TrainConfig.model_validate({**cfg.model_dump(), **changes})
         arch = models.ModelConfig(**ckpt["architecture"])
-        trainer = cls(cfg, data, arch=arch, **kwargs)
+        # amp: auto keeps the run's precision wherever it resumes; checkpoints without the key
+        # predate bf16 on the CPU, when auto meant fp32 everywhere
+        trainer = cls(cfg, data, arch=arch, auto_amp=bool(ckpt.get("amp", False)), **kwargs)
         trainer.load_state_dict(ckpt)
         return trainer

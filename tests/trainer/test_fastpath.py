@@ -15,6 +15,7 @@ import torch
 from pydantic import ValidationError
 
 import models
+import trainer.fastpath as fastpath
 import trainer.loop as loop
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from models.losses import GANLoss
@@ -110,14 +111,21 @@ def test_epoch_order_is_batch_indices_sequence() -> None:
     assert order.perm is not perm
 
 
-def test_auto_is_the_plain_loop_on_cpu_and_the_fast_path_on_cuda(make_cfg) -> None:
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_auto_is_the_plain_loop_on_cpu_and_the_fast_path_on_cuda(make_cfg, monkeypatch,
+                                                                  native_bf16) -> None:
+    """The CPU: the plain loop, in bf16 with channels_last where the CPU has bf16 in hardware."""
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: native_bf16)
     cfg = make_cfg()
     cpu = resolve(cfg, torch.device("cpu"), gradient_penalty=False)
     assert (cpu.log_every, cpu.adam, cpu.compile, cpu.graph, cpu.amp, cpu.channels_last) == (
-        1, "torch", False, False, False, False)
+        1, "torch", False, False, native_bf16, native_bf16)
+    off = resolve(make_cfg(amp="off"), torch.device("cpu"), gradient_penalty=False)
+    assert not off.amp and not off.channels_last  # channels_last alone is no faster on the CPU
+    assert resolve(cfg, torch.device("cpu"), False, auto_amp=not native_bf16).amp is not native_bf16
     cuda = resolve(cfg, torch.device("cuda"), gradient_penalty=False)
-    assert (cuda.log_every, cuda.adam, cuda.compile, cuda.graph, cuda.channels_last) == (
-        CUDA_LOG_EVERY, "fused", False, True, True)  # the whole step in one CUDA graph
+    assert (cuda.log_every, cuda.adam, cuda.compile, cuda.graph, cuda.amp, cuda.channels_last) == (
+        CUDA_LOG_EVERY, "fused", False, True, False, True)  # the whole step in one CUDA graph
     penalty = resolve(cfg, torch.device("cuda"), gradient_penalty=True)
     assert not penalty.compile and not penalty.graph
     assert resolve(make_cfg(compile="on"), torch.device("cuda"), False).compile
@@ -161,7 +169,8 @@ def test_reading_losses_every_n_steps_changes_nothing_else(make_cfg, mnist_train
     ({"channels_last": "on"}, 1e-2),
     ({"adam": "fused", "channels_last": "on", "log_every": 10}, 1e-2),
     ({"amp": "bf16"}, 0.1),
-    ({"log_every": 0, "adam": "auto", "compile": "auto", "amp": "auto", "channels_last": "auto"}, 1e-2),
+    # auto: bf16 on a CPU with bf16 in hardware, hence bf16's tolerance
+    ({"log_every": 0, "adam": "auto", "compile": "auto", "amp": "auto", "channels_last": "auto"}, 0.1),
     ({"compile": "graph"}, 1e-2),  # the whole step in one CUDA graph (the CPU: static buffers)
     ({"compile": "graph", "adam": "fused", "channels_last": "on", "log_every": 10}, 1e-2),
 ])
@@ -195,6 +204,7 @@ def test_fast_options_match_the_default_recipe_early(make_cfg, mnist_train, opti
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("changes", [
     {"adam": "fused", "channels_last": "on", "log_every": 3},  # the reference recipe, fast options
+    {"amp": "bf16", "channels_last": "on"},  # the CPU's auto where it has bf16 in hardware
     {"family": "mlp", "conditional": False, "loss": "wgan-gp", "d_steps": 2, "adam": "foreach",
      "log_every": 5},  # dropout and the penalty draw from the global RNG
     {"compile": "graph", "adam": "fused", "log_every": 3},  # resumed: a fresh capture
@@ -228,6 +238,29 @@ def test_resume_is_exact_with_fast_options(make_cfg, mnist_train, tmp_path, devi
             assert torch.equal(a, b), name
         else:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_run_resumes_in_the_precision_it_started_in(make_cfg, mnist_train, tmp_path,
+                                                      monkeypatch) -> None:
+    """amp: auto means bf16 on a CPU with bf16 in hardware, fp32 elsewhere; a run moved to
+    another machine (or resumed by a newer ganforge) goes on in its own precision, and a
+    checkpoint from before bf16 on the CPU (no ``amp`` key) in fp32."""
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: True)
+    first = GANTrainer(make_cfg(steps=2), mnist_train, callbacks=[Checkpointer(tmp_path, every=100)])
+    first.fit()
+    assert first.fast.amp and first.fast.channels_last
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["amp"] is True and ckpt["config"]["amp"] == "auto"
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: False)
+    assert not GANTrainer(make_cfg(steps=2), mnist_train).fast.amp  # a new run here: fp32
+    resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=4)
+    assert resumed.fast.amp and resumed.fast.channels_last and resumed.cfg.amp == "auto"
+    resumed.fit()
+    assert resumed.step == 4
+    monkeypatch.setattr(fastpath, "cpu_has_native_bf16", lambda: True)
+    del ckpt["amp"]
+    older = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=4)
+    assert not older.fast.amp and not older.fast.channels_last
 
 
 def test_resume_on_another_adam_kernel_keeps_this_runs_choice(make_cfg, mnist_train, tmp_path) -> None:

@@ -100,6 +100,42 @@ def test_steps_update_both_nets_and_ema_lags(make_cfg, mnist_train) -> None:
     assert (w_ema - w).norm() < (w0 - w).norm()
 
 
+@pytest.mark.parametrize("changes", [
+    {"amp": "off"},
+    {"amp": "bf16", "channels_last": "on", "r1_gamma": 0.5, "r1_every": 2},
+    {"family": "mlp", "loss": "wgan-gp", "d_steps": 2},
+])
+def test_freezing_d_in_the_g_step_changes_no_number(make_cfg, mnist_train, monkeypatch,
+                                                      changes) -> None:
+    """The G step runs D with its weights frozen (``loop.frozen``): G's gradients are the same
+    to the bit as with D's weight gradients computed and thrown away, and D trains on."""
+    import contextlib
+
+    import trainer.loop as loop
+
+    frozen = GANTrainer(make_cfg(steps=5, **changes), mnist_train)
+    frozen.fit()
+    assert all(p.requires_grad for p in frozen.D.parameters())  # given back after each G step
+    monkeypatch.setattr(loop, "frozen", lambda module, freeze=True: contextlib.nullcontext())
+    computed = GANTrainer(make_cfg(steps=5, **changes), mnist_train)
+    computed.fit()
+    state_a, state_b = frozen.state_dict(), computed.state_dict()
+    for net in ("G", "D", "G_ema"):
+        assert same_weights(state_a[net], state_b[net]), net
+    assert not same_weights(state_a["D"], GANTrainer(make_cfg(steps=5, **changes), mnist_train).state_dict()["D"])
+
+
+def test_frozen_gives_requires_grad_back_after_an_error() -> None:
+    from trainer.loop import frozen
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
+    net[1].bias.requires_grad_(False)  # one that was off stays off
+    with pytest.raises(RuntimeError), frozen(net):
+        assert not any(p.requires_grad for p in net.parameters())
+        raise RuntimeError("in the G step")
+    assert [p.requires_grad for p in net.parameters()] == [True, True, True, False]
+
+
 def test_critic_steps_use_fresh_batches(make_cfg, mnist_train, monkeypatch) -> None:
     t = GANTrainer(make_cfg(steps=2, loss="wgan-gp", d_steps=3), mnist_train)
     seen = []
