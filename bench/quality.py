@@ -1,7 +1,7 @@
 """Train, export, evaluate and register recipes end to end; print quality and wall time.
 
     python bench/quality.py                       # the three recipes of BENCHMARKS.md
-    python bench/quality.py --recipe reference --steps 2000
+    python bench/quality.py --recipe reference --steps 1800
 
 Each recipe runs the same pipeline as ``ganforge train`` (train, ONNX export with parity check,
 evaluation on 10,000 samples, registration) in a throwaway model store and run directory, and
@@ -27,7 +27,7 @@ RECIPES: dict[str, dict] = {
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", action="append", choices=sorted(RECIPES))
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=1800)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-samples", type=int, default=10_000)

@@ -60,7 +60,7 @@ class TrainConfig(BaseModel):
                               description="target for real images in BCE (0.9: one-sided smoothing)")
     gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
     # --- how ---
-    batch_size: int = Field(64, ge=2, le=4096, description="images per D and G step")
+    batch_size: int = Field(128, ge=2, le=4096, description="images per D and G step")
     lr_g: float = Field(6e-4, gt=0.0, le=1.0, description="Adam learning rate of G")
     lr_d: float = Field(6e-4, gt=0.0, le=1.0, description="Adam learning rate of D")
     beta1: float = Field(0.0, ge=0.0, lt=1.0, description="Adam beta1")
@@ -88,7 +88,7 @@ class TrainConfig(BaseModel):
                                            "of its fakes real")
     g_steps: int = Field(1, ge=1, le=100,
                          description="threshold schedule: G steps at least per round")
-    steps: int = Field(2000, ge=1, le=10_000_000, description="G steps (threshold schedule: rounds)")
+    steps: int = Field(1800, ge=1, le=10_000_000, description="G steps (threshold schedule: rounds)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of weights, noise and data order")
     subset: int = Field(0, ge=0, le=MAX_SUBSET, description="train on the first N images (0: all)")
     # --- how fast (trainer/fastpath.py): the same training up to float rounding; auto = the

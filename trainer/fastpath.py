@@ -69,8 +69,9 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool, *,
     """Decide each ``auto`` for ``device``. CUDA: fused Adam, losses read every 50 steps, the
     step in one CUDA graph, channels_last. The CPU: Adam and the loss reads as before the fast
     path, and on a CPU with native bf16 (``cpu_has_native_bf16``) bf16 autocast with
-    channels_last (1.45x the fp32 step on 2 Zen 4 cores; channels_last alone is not faster, and
-    the recipe's quality held over 3 seeds: BENCHMARKS.md, "bf16 on the CPU"); elsewhere fp32.
+    channels_last (1.39-1.47x the fp32 step on 2 AMD EPYC cores, channels_last alone adds
+    little; the recipe's quality held over 3 seeds: BENCHMARKS.md, "bf16 on the CPU"); elsewhere
+    fp32.
     Either way a run resumes bit-exact: ``auto_amp`` (a checkpoint's) decides ``amp: auto``
     instead of the machine. ``gradient_penalty``: the loss (or the R1 penalty)
     differentiates D twice, which ``torch.compile`` cannot; asking for both is an input error."""
