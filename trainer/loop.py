@@ -119,7 +119,6 @@ def exclusive() -> threading.RLock:
     return _TURN
 
 
-@torch.no_grad()
 @contextlib.contextmanager
 def frozen(module: torch.nn.Module, freeze: bool = True) -> Iterator[None]:
     """``module``'s parameters without ``requires_grad`` inside the block (those that had it)."""
@@ -133,6 +132,7 @@ def frozen(module: torch.nn.Module, freeze: bool = True) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+@torch.no_grad()
 def lerp_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """``ema = decay * ema + (1 - decay) * model`` for every parameter (a few foreach kernels);
     buffers (BatchNorm's running statistics) are copied."""
