@@ -10,7 +10,13 @@ the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reprod
 - ``mbstd``: ProGAN's minibatch standard deviation as one more 7x7 feature plane, then that conv.
 - ``cbn``: conditional BatchNorm in G (BigGAN): each BatchNorm's gain and bias looked up by
   label, the label embedding still concatenated to z.
+- ``gdeep7``: G's counterpart of D's extra conv: a 3x3 stride-1 conv, BatchNorm and ReLU on G's
+  7x7 map before the first transposed conv; ``gdeep7x2`` two of them; ``gdeep14`` that one
+  and another (w channels) on the 14x14 map before the last transposed conv.
+- ``wideg``: G 1.5x as wide as D (``width`` * 3 / 2), D as it is.
 """
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -18,7 +24,7 @@ from torch import nn
 import models
 from models.layers import maybe_sn
 
-VARIANTS = ("none", "deep7", "mbstd", "cbn")
+VARIANTS = ("none", "deep7", "mbstd", "cbn", "gdeep7", "gdeep7x2", "gdeep14", "wideg")
 
 
 class MinibatchStd(nn.Module):
@@ -79,6 +85,15 @@ def patch(variant: str) -> None:
         *convs, flatten = list(D.body)
         if variant == "cbn":
             G = CBNGenerator(G)
+        elif variant in ("gdeep7", "gdeep7x2", "gdeep14"):
+            def block(c: int) -> list[nn.Module]:
+                return [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU()]
+            up = list(G.up)  # convT, BN, ReLU (N, w, 14, 14), convT (N, 1, 28, 28), tanh
+            at7 = block(top) + (block(top) if variant == "gdeep7x2" else [])
+            at14 = block(top // 2) if variant == "gdeep14" else []
+            G.up = nn.Sequential(*at7, *up[:3], *at14, *up[3:])
+        elif variant == "wideg":
+            G, _ = build(family, dataclasses.replace(arch, width=arch.width * 3 // 2))
         elif variant in ("deep7", "mbstd"):
             extra = [MinibatchStd()] if variant == "mbstd" else []
             conv = maybe_sn(nn.Conv2d(top + len(extra), top, 3, padding=1), sn)

@@ -67,9 +67,9 @@ class TrainConfig(BaseModel):
     beta2: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta2")
     d_steps: int = Field(0, ge=0, le=100,
                          description="D (critic) steps per G step; 0 = 5 for wgan-gp, else 1")
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0,
+    ema_decay: float = Field(0.99, ge=0.0, lt=1.0,
                              description="EMA decay of G (0: no EMA); a warm-up, (1 + step) / "
-                                         "(10 + step), caps it early: 0.999 applies from step 8991")
+                                         "(10 + step), caps it early: 0.99 applies from step 890")
     lr_decay: Literal["none", "linear"] = Field(
         "none", description="learning-rate schedule: linear takes both rates to 0 at the last step")
     r1_gamma: float = Field(0.0, ge=0.0, le=1000.0,
