@@ -102,8 +102,9 @@ class TrainConfig(BaseModel):
     compile: Literal["auto", "on", "graph", "off"] = Field(
         "auto", description="on: torch.compile(mode=reduce-overhead), CUDA graphs on CUDA; graph: "
                             "the whole step captured by hand in one CUDA graph (static buffers "
-                            "on the CPU); auto: graph on CUDA unless the loss has a gradient "
-                            "penalty, off on the CPU")
+                            "on the CPU; a lazy R1 penalty's steps run outside it); auto: graph "
+                            "on CUDA unless the loss has a gradient penalty or R1 is on, off on "
+                            "the CPU")
     amp: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast (auto: on a CPU with bf16 in hardware, AVX512_BF16 or "
                             "AMX; off on CUDA and other CPUs; a resumed run keeps its own)")
@@ -167,10 +168,12 @@ class TrainConfig(BaseModel):
     @classmethod
     def _compilable(cls, compile: str, info: ValidationInfo) -> str:
         """A double backward through D (the wgan-gp loss, the R1 penalty) is not compilable or
-        capturable; ``auto`` then stays plain (``trainer.fastpath.resolve``)."""
-        why = double_backward(info.data.get("loss", ""), info.data.get("r1_gamma", 0.0))
+        capturable; ``auto`` then stays plain (``trainer.fastpath.resolve``). ``graph`` takes a
+        lazy R1 penalty: its steps run outside the graph."""
+        loss, r1_gamma = info.data.get("loss", ""), info.data.get("r1_gamma", 0.0)
+        why = double_backward(loss, r1_gamma)
         if why:
-            refuse_compile(compile, why)
+            refuse_compile(compile, why, lazy_r1=lazy_r1(loss, r1_gamma, info.data.get("r1_every", 1)))
         return compile
 
     @model_validator(mode="after")
@@ -227,11 +230,19 @@ def double_backward(loss: str, r1_gamma: float) -> str | None:
     return "the wgan-gp loss" if loss == "wgan-gp" else None
 
 
-def refuse_compile(compile: str, why: str) -> None:
-    """``compile`` on or graph cannot hold a double backward through D (``why``)."""
-    if compile in ("on", "graph"):
+def lazy_r1(loss: str, r1_gamma: float, r1_every: int) -> bool:
+    """The only double backward is a lazy R1 penalty (not every D step): the steps without it
+    can be one CUDA graph (``compile: graph``) and the steps with it run eagerly."""
+    return bool(r1_gamma) and r1_every > 1 and loss != "wgan-gp"
+
+
+def refuse_compile(compile: str, why: str, *, lazy_r1: bool = False) -> None:
+    """``compile: on`` cannot hold a double backward through D (``why``); ``graph`` can, when it
+    is a lazy R1 penalty (``lazy_r1``), by running those steps outside the graph."""
+    if compile == "on" or (compile == "graph" and not lazy_r1):
+        allowed = "off, auto, graph" if lazy_r1 else "off, auto"
         raise ValueError(f"{why} needs a double backward through D, which compile {compile} "
-                         "does not support (allowed: off, auto)")
+                         f"does not support (allowed: {allowed})")
 
 
 def _reraise(check: Any, *args: Any) -> None:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ganforge.errors import InvalidInput, TrainingDiverged
-from ganforge.spec import TrainConfig, double_backward, refuse_compile
+from ganforge.spec import TrainConfig, double_backward, lazy_r1, refuse_compile
 from trainer.data import batch_indices, normalize
 
 if TYPE_CHECKING:
@@ -74,7 +74,8 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool, *,
     fp32.
     Either way a run resumes bit-exact: ``auto_amp`` (a checkpoint's) decides ``amp: auto``
     instead of the machine. ``gradient_penalty``: the loss (or the R1 penalty)
-    differentiates D twice, which ``torch.compile`` cannot; asking for both is an input error."""
+    differentiates D twice, which ``torch.compile`` cannot; asking for both is an input error
+    (``compile: graph`` with a lazy R1 penalty is not: those steps run outside the graph)."""
     cuda = device.type == "cuda"
     # auto on CUDA: off, bf16 measured slower there at this size (BENCHMARKS.md); on the CPU
     # channels_last pays only with bf16 (oneDNN's bf16 convolutions want it), so it follows amp
@@ -83,7 +84,8 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool, *,
     amp = cfg.amp == "bf16" or (cfg.amp == "auto" and auto_amp)
     if gradient_penalty:  # the spec refuses this already; a config built around it is refused here
         try:
-            refuse_compile(cfg.compile, double_backward(cfg.loss, cfg.r1_gamma) or f"the {cfg.loss} loss")
+            refuse_compile(cfg.compile, double_backward(cfg.loss, cfg.r1_gamma) or f"the {cfg.loss} loss",
+                           lazy_r1=lazy_r1(cfg.loss, cfg.r1_gamma, cfg.r1_every))
         except ValueError as exc:
             raise InvalidInput("compile", str(exc)) from None
     return FastOptions(
@@ -91,7 +93,8 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool, *,
         adam=("fused" if cuda else "torch") if cfg.adam == "auto" else cfg.adam,
         compile=cfg.compile == "on",
         # auto: the whole step in one CUDA graph, 4.1x torch.compile's graphs on an H200
-        # (BENCHMARKS.md, "Training on a GPU")
+        # (BENCHMARKS.md, "Training on a GPU"); with R1 only when asked (graph), not measured
+        # on a GPU yet
         graph=cfg.compile == "graph" or (cfg.compile == "auto" and cuda and not gradient_penalty),
         amp=amp,
         channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto" and (cuda or amp)),
@@ -221,6 +224,9 @@ class StepGraph:
     kernels. Adam is then built ``capturable`` (its step counters on the device) and autocast
     runs without its cache (graphs cannot hold it).
 
+    A lazy R1 penalty's steps (every ``r1_every``-th) stay out of the graph: a double backward
+    cannot be captured, so those steps run the same body eagerly between replays (:meth:`plan`).
+
     On the CPU nothing is captured: the same body runs eagerly from the same buffers, which is
     what the CPU tests check against the plain loop. Whatever replaces the optimizers' state
     tensors (``load_state_dict``) must call :meth:`reset` so the next step captures afresh.
@@ -242,6 +248,20 @@ class StepGraph:
     def reset(self) -> None:
         self.graph, self.warm = None, 0
 
+    def plan(self, t: "GANTrainer") -> str:
+        """What this step of ``t`` does: ``warm-up`` (CUDA's first steps, eagerly on a side
+        stream), ``capture`` (then a replay), ``replay``, or ``eager``: the CPU, and on CUDA a
+        step with the lazy R1 penalty (``r1_every``-th D steps), whose double backward a graph
+        cannot hold: the graph is captured at a step without it, and the R1 steps run the same
+        body eagerly between replays."""
+        if not self.capture:
+            return "eager"
+        if any(t.r1_due(i) for i in range(t.cfg.critic_steps)):
+            return "warm-up" if self.graph is None else "eager"
+        if self.graph is not None:
+            return "replay"
+        return "capture" if self.warm >= self.WARMUP_STEPS else "warm-up"
+
     def step(self, t: "GANTrainer") -> torch.Tensor:
         """One training step of ``t`` (its ``step`` not yet advanced); its ``loss_row``."""
         k = t.cfg.critic_steps
@@ -249,14 +269,16 @@ class StepGraph:
             self.idx[i].copy_(t.order(t.step * k + i))
         self.z.normal_(generator=t.noise)
         self.step_t.fill_(t.step)
-        if self.graph is None and self.capture and self.warm >= self.WARMUP_STEPS:
+        plan = self.plan(t)
+        if plan == "capture":
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other jobs' threads go on
                 self.body(t)
             self.graph = graph
-        if self.graph is not None:
+        if plan in ("capture", "replay"):
+            assert self.graph is not None
             self.graph.replay()
-        elif self.capture:  # warm-up on a side stream, as capture asks
+        elif plan == "warm-up":  # on a side stream, as capture asks
             here = torch.cuda.current_stream(t.device)
             side = torch.cuda.Stream(t.device)
             side.wait_stream(here)

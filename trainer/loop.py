@@ -233,8 +233,11 @@ class GANTrainer:
         With ``compile`` on or ``graph``, the first ``COMPILE_TRIAL_STEPS`` steps (compilation and
         CUDA graph recording, where they fail if they fail) can be undone: a step that raises is
         rolled back and taken again on the plain path, which stays on for the run
-        (``compile_error`` says why), so a compiler or capture fault costs speed, never a job."""
-        if not (self.fast.compile or self.fast.graph) or self._compiled_steps >= COMPILE_TRIAL_STEPS:
+        (``compile_error`` says why), so a compiler or capture fault costs speed, never a job.
+        Under ``graph`` with a lazy R1 penalty the window also holds the first R1 step after the
+        capture (``r1_every`` steps more): the first eager step between replays."""
+        trial = COMPILE_TRIAL_STEPS + (self.cfg.r1_every if self.fast.graph and self.cfg.r1_gamma else 0)
+        if not (self.fast.compile or self.fast.graph) or self._compiled_steps >= trial:
             return self._train_step()
         before = copy.deepcopy(self.state_dict())
         try:
@@ -292,7 +295,7 @@ class GANTrainer:
                 with torch.set_grad_enabled(last):  # the last fake is reused by the G step
                     fake = G(z, y_in)
                 x_real = diff_augment(real, cfg.augment)
-                r1_due = cfg.r1_gamma > 0 and (self.step * k + i) % cfg.r1_every == 0
+                r1_due = self.r1_due(i)
                 if r1_due:
                     x_real = x_real.detach().requires_grad_(True)
                 d_real, d_fake = D(x_real, y_in), D(diff_augment(fake.detach(), cfg.augment), y_in)
@@ -317,6 +320,11 @@ class GANTrainer:
         self.opt_g.step()
         self.update_ema(decay)
         return loss_row(d_loss, g_loss, real_mean, fake_mean)
+
+    def r1_due(self, i: int) -> bool:
+        """Whether this step's ``i``-th D step adds the lazy R1 penalty (every ``r1_every``-th)."""
+        cfg = self.cfg
+        return cfg.r1_gamma > 0 and (self.step * cfg.critic_steps + i) % cfg.r1_every == 0
 
     def autocast(self) -> torch.autocast:
         """bf16 autocast when the spec's ``amp`` asks for it; a no-op otherwise."""

@@ -212,6 +212,7 @@ def test_fast_options_match_the_default_recipe_early(make_cfg, mnist_train, opti
     # the recipe's options: a schedule of the step, DiffAugment's draws, lazy R1
     {"lr_decay": "linear", "augment": "translation+cutout", "r1_gamma": 1.0, "r1_every": 3},
     {"compile": "graph", "lr_decay": "linear", "augment": "translation", "log_every": 3},
+    {"compile": "graph", "r1_gamma": 1.0, "r1_every": 3},  # R1's steps outside the graph
 ])
 def test_resume_is_exact_with_fast_options(make_cfg, mnist_train, tmp_path, device, changes) -> None:
     """4 steps, a checkpoint, the other 4 from it equals 8 in one go (CUDA: to float tolerance, its
@@ -364,17 +365,82 @@ def test_a_failing_step_graph_is_undone_and_the_run_goes_on_plain(make_cfg, mnis
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)  # the EMA's arithmetic
 
 
+def test_a_failing_r1_step_between_replays_is_undone_too(make_cfg, mnist_train, monkeypatch) -> None:
+    """compile: graph with lazy R1: the first R1 step after the capture (here step 8's, past the
+    compile trial's first steps) fails: rolled back, and the run goes on plain, R1 included."""
+    real_step = StepGraph.step
+
+    def flaky(self, t):
+        if t.step == 8:
+            raise RuntimeError("eager step says no")
+        return real_step(self, t)
+
+    monkeypatch.setattr(StepGraph, "step", flaky)
+    r1 = {**PLAIN, "steps": 10, "r1_gamma": 0.1, "r1_every": 4}
+    t, _ = train(make_cfg(**{**r1, "compile": "graph"}), mnist_train)
+    plain, _ = train(make_cfg(**r1), mnist_train)
+    assert "eager step says no" in t.compile_error and t.graph is None and t.step == 10
+    for (name, a), b in zip(weights(plain).items(), weights(t).values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)  # the EMA's arithmetic
+
+
 def test_graph_mode_with_a_gradient_penalty_is_an_input_error(make_cfg, mnist_train) -> None:
     with pytest.raises(ValidationError, match="compile\n.*compile graph does not support"):
         make_cfg(loss="wgan-gp", compile="graph")
     with pytest.raises(ValidationError, match="compile\n.*R1 penalty .*compile on"):
         make_cfg(r1_gamma=0.1, compile="on")
-    with pytest.raises(ValidationError, match="R1 penalty"):  # Fashion-MNIST's recipe has R1
-        make_cfg(dataset="fashion-mnist", compile="graph")
-    unchecked = make_cfg().model_copy(update={"r1_gamma": 0.1, "compile": "graph"})
-    with pytest.raises(InvalidInput, match="R1 penalty .*compile graph"):
+    with pytest.raises(ValidationError, match="R1 penalty .*compile graph .*allowed: off, auto\\)"):
+        make_cfg(r1_gamma=0.1, r1_every=1, compile="graph")  # R1 in every step: nothing to capture
+    with pytest.raises(ValidationError, match="compile graph does not support \\(allowed: off, auto\\)"):
+        make_cfg(loss="wgan-gp", r1_gamma=0.1, compile="graph")  # and a penalty in every step
+    unchecked = make_cfg().model_copy(update={"loss": "wgan-gp", "compile": "graph"})
+    with pytest.raises(InvalidInput, match="wgan-gp loss .*compile graph"):
         GANTrainer(unchecked, mnist_train)
     assert not resolve(make_cfg(r1_gamma=0.1), torch.device("cuda"), True).graph  # auto: plain
+
+
+def test_graph_mode_takes_a_lazy_r1_penalty(make_cfg, mnist_train) -> None:
+    """compile: graph with R1 every r1_every > 1 D steps: accepted (Fashion-MNIST's recipe has
+    R1), and the plain loop's numbers (on the CPU the graph's body runs from its buffers)."""
+    assert make_cfg(dataset="fashion-mnist", compile="graph").compile == "graph"
+    r1 = {**PLAIN, "steps": 9, "r1_gamma": 0.1, "r1_every": 4}
+    cfg = make_cfg(**{**r1, "compile": "graph"})
+    assert resolve(cfg, torch.device("cuda"), True).graph
+    graphed, got = train(cfg, mnist_train)
+    _, want = train(make_cfg(**r1), mnist_train)
+    assert graphed.graph is not None and not graphed.compile_error
+    assert sorted(got.read) == sorted(want.read) == list(range(1, 10))
+    for step, row in got.read.items():
+        assert row == pytest.approx(want.read[step], abs=1e-4, rel=1e-4), step
+    _, other = train(make_cfg(**{**r1, "r1_gamma": 0.0, "compile": "graph"}), mnist_train)
+    assert other.read[1][0] != got.read[1][0]  # the penalty is in the D loss of R1's steps (0, 4, 8)
+
+
+@pytest.mark.parametrize(("r1_every", "plans"), [
+    (4, ["warm-up"] * 3 + ["capture", "eager", "replay", "replay", "replay", "eager", "replay"]),
+    # step 3 has R1: no capture there, one more warm-up, the capture at step 4
+    (3, ["warm-up"] * 4 + ["capture", "replay", "eager", "replay", "replay", "eager"]),
+])
+def test_a_graph_leaves_the_r1_steps_out(make_cfg, mnist_train, r1_every, plans) -> None:
+    """On CUDA (its capture switched on here; what is captured, nothing: plan only decides) the
+    graph is captured at a step without R1, and each R1 step runs eagerly between replays."""
+    t = GANTrainer(make_cfg(steps=10, r1_gamma=0.1, r1_every=r1_every, compile="graph"), mnist_train)
+    g = StepGraph(t)
+    g.capture = True
+    seen = []
+    for step in range(10):
+        t.step = step
+        seen.append(g.plan(t))
+        if seen[-1] == "warm-up":
+            g.warm += 1
+        elif seen[-1] == "capture":
+            g.graph = object()  # type: ignore[assignment]  # a stand-in: plan only asks for one
+    assert seen == plans
+    g.reset()
+    t.step = 5
+    assert g.plan(t) == "warm-up"  # a fresh capture after a reset, as after loading a checkpoint
+    g.capture = False
+    assert g.plan(t) == "eager"  # the CPU: every step runs the body from the buffers
 
 
 def test_linear_lr_decay_reaches_zero_at_the_last_step(make_cfg, mnist_train) -> None:
@@ -419,6 +485,19 @@ def test_the_whole_step_is_captured_once_and_replayed_on_cuda(make_cfg, mnist_tr
     while t.advance():
         pass
     assert not torch.equal(before, torch.cat([p.flatten() for p in t.G_ema.parameters()]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_r1_steps_run_between_the_graphs_replays_on_cuda(make_cfg, mnist_train) -> None:
+    """compile: graph with lazy R1 on CUDA: captured at a step without R1, every R1 step eager
+    between replays, and the plain loop's losses with the same R1 to float tolerance."""
+    r1 = {**PLAIN, "steps": 40, "device": "cuda", "r1_gamma": 0.2, "r1_every": 4}
+    _, plain = train(make_cfg(**r1), mnist_train)
+    t, fast = train(make_cfg(**{**r1, "compile": "graph"}), mnist_train)
+    assert t.graph is not None and t.graph.graph is not None and not t.compile_error
+    for step, (d, g) in fast.read.items():
+        assert d == pytest.approx(plain.read[step][0], abs=1e-2, rel=1e-2), step
+        assert g == pytest.approx(plain.read[step][1], abs=1e-2, rel=1e-2), step
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
