@@ -349,39 +349,40 @@ def test_a_failing_step_graph_is_undone_and_the_run_goes_on_plain(make_cfg, mnis
                                                                  monkeypatch) -> None:
     """compile: graph, and the capture (here: step 3's) fails: the run rolls that step back and
     goes on without the graph, with the plain loop's weights."""
-    real_step = StepGraph.step
-
-    def flaky(self, t):
-        if t.step == 2:
-            raise RuntimeError("capture says no")
-        return real_step(self, t)
-
-    monkeypatch.setattr(StepGraph, "step", flaky)
+    graph_fails_at(monkeypatch, 2, "capture says no")
     t, _ = train(make_cfg(steps=6, **{**PLAIN, "compile": "graph"}), mnist_train)
     plain, _ = train(make_cfg(steps=6, **PLAIN), mnist_train)
     assert "capture says no" in t.compile_error and t.graph is None and not t.fast.graph
     assert t.step == 6
-    for (name, a), b in zip(weights(plain).items(), weights(t).values(), strict=True):
+    assert_same_weights(plain, t)
+
+
+def graph_fails_at(monkeypatch, step: int, message: str) -> None:
+    """``StepGraph.step`` raises at the trainer's ``step`` (a capture or replay fault)."""
+    real_step = StepGraph.step
+
+    def flaky(self, t):
+        if t.step == step:
+            raise RuntimeError(message)
+        return real_step(self, t)
+
+    monkeypatch.setattr(StepGraph, "step", flaky)
+
+
+def assert_same_weights(want: GANTrainer, got: GANTrainer) -> None:
+    for (name, a), b in zip(weights(want).items(), weights(got).values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)  # the EMA's arithmetic
 
 
 def test_a_failing_r1_step_between_replays_is_undone_too(make_cfg, mnist_train, monkeypatch) -> None:
     """compile: graph with lazy R1: the first R1 step after the capture (here step 8's, past the
     compile trial's first steps) fails: rolled back, and the run goes on plain, R1 included."""
-    real_step = StepGraph.step
-
-    def flaky(self, t):
-        if t.step == 8:
-            raise RuntimeError("eager step says no")
-        return real_step(self, t)
-
-    monkeypatch.setattr(StepGraph, "step", flaky)
+    graph_fails_at(monkeypatch, 8, "eager step says no")
     r1 = {**PLAIN, "steps": 10, "r1_gamma": 0.1, "r1_every": 4}
     t, _ = train(make_cfg(**{**r1, "compile": "graph"}), mnist_train)
     plain, _ = train(make_cfg(**r1), mnist_train)
     assert "eager step says no" in t.compile_error and t.graph is None and t.step == 10
-    for (name, a), b in zip(weights(plain).items(), weights(t).values(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)  # the EMA's arithmetic
+    assert_same_weights(plain, t)
 
 
 def test_graph_mode_with_a_gradient_penalty_is_an_input_error(make_cfg, mnist_train) -> None:
