@@ -16,6 +16,7 @@ def test_defaults_are_the_reference_recipe() -> None:
     assert (cfg.family, cfg.conditional, cfg.loss, cfg.spectral_norm) == ("dcgan", True, "hinge", True)
     assert cfg.latent_dim == 100 and (cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2) == (6e-4, 6e-4, 0.0, 0.9)
     assert (cfg.d_extra_convs, cfg.batch_size, cfg.steps) == (1, 128, 1800)  # BENCHMARKS.md: 5 CPU minutes
+    assert cfg.ema_decay == 0.99  # BENCHMARKS.md: "A shorter EMA"
     assert cfg.model_name == "mnist-dcgan-cond"
     assert TrainConfig(family="mlp", conditional=False).model_name == "mnist-mlp"
 

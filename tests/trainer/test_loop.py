@@ -1,15 +1,17 @@
+import contextlib
 import json
 
 import pytest
 import torch
 
 import models
+import trainer.loop as loop
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from ganforge.spec import ADDED_LATER, TrainConfig
 from models.losses import GANLoss
 from trainer.callbacks import Checkpointer, History, SampleGrid
 from trainer.checkpoint import load_checkpoint
-from trainer.loop import GANTrainer
+from trainer.loop import GANTrainer, frozen
 
 
 def same_weights(a: dict, b: dict) -> bool:
@@ -100,10 +102,6 @@ def test_ema_decay_warms_up_to_the_specs_cap(make_cfg, mnist_train, ema_decay, r
     assert float(t.ema_decay(torch.tensor(float(10 * reached_at)))) == pytest.approx(ema_decay)
 
 
-def test_the_default_ema_is_the_recipes() -> None:
-    assert TrainConfig().ema_decay == 0.99
-
-
 def test_steps_update_both_nets_and_ema_lags(make_cfg, mnist_train) -> None:
     t = GANTrainer(make_cfg(steps=30, ema_decay=0.99), mnist_train)
     g0 = {k: v.clone() for k, v in t.G.state_dict().items()}
@@ -126,17 +124,13 @@ def test_freezing_d_in_the_g_step_changes_no_number(make_cfg, mnist_train, monke
                                                       changes) -> None:
     """The G step runs D with its weights frozen (``loop.frozen``): G's gradients are the same
     to the bit as with D's weight gradients computed and thrown away, and D trains on."""
-    import contextlib
-
-    import trainer.loop as loop
-
-    frozen = GANTrainer(make_cfg(steps=5, **changes), mnist_train)
-    frozen.fit()
-    assert all(p.requires_grad for p in frozen.D.parameters())  # given back after each G step
+    trained = GANTrainer(make_cfg(steps=5, **changes), mnist_train)
+    trained.fit()
+    assert all(p.requires_grad for p in trained.D.parameters())  # given back after each G step
     monkeypatch.setattr(loop, "frozen", lambda module, freeze=True: contextlib.nullcontext())
     computed = GANTrainer(make_cfg(steps=5, **changes), mnist_train)
     computed.fit()
-    state_a, state_b = frozen.state_dict(), computed.state_dict()
+    state_a, state_b = trained.state_dict(), computed.state_dict()
     for net in ("G", "D", "G_ema"):
         assert same_weights(state_a[net], state_b[net]), net
     untrained = GANTrainer(make_cfg(steps=5, **changes), mnist_train).state_dict()
@@ -144,8 +138,6 @@ def test_freezing_d_in_the_g_step_changes_no_number(make_cfg, mnist_train, monke
 
 
 def test_frozen_gives_requires_grad_back_after_an_error() -> None:
-    from trainer.loop import frozen
-
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     net[1].bias.requires_grad_(False)  # one that was off stays off
     with pytest.raises(RuntimeError), frozen(net):
