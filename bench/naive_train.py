@@ -5,7 +5,8 @@
 pytorch/examples' DCGAN (and most GAN tutorials) train like this: a torchvision dataset with a
 ``ToTensor``/``Normalize`` transform, a shuffling ``DataLoader`` with worker processes, one job
 at a time, and ``.item()`` on the losses every step. This file does exactly that, with the same
-networks, losses, optimiser settings and EMA as the reference recipe (``TrainConfig()``), so
+networks, losses (with the lazy R1 penalty), optimiser settings and EMA as the reference recipe
+(``TrainConfig()``), so
 that ``bench/train.py`` can put the project's loop and its fast path next to it as ratios
 measured in one run. It trains nothing anyone keeps.
 """
@@ -20,6 +21,7 @@ import torch
 import models
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
+from models.losses import r1_penalty
 from trainer.loop import architecture
 
 NUM_CLASSES = 10  # MNIST, the set the tutorials train on
@@ -76,7 +78,12 @@ def naive_train(cfg: TrainConfig, data_dir: Path, *, steps: int, warmup: int = 1
             real, labels = real.to(dev), labels.to(dev)
             z = torch.randn(real.shape[0], cfg.latent_dim, device=dev)
             fake = G(z, labels)
-            err_d = loss.d_loss(D(real, labels), D(fake.detach(), labels), cfg.real_label)
+            r1_due = cfg.r1_gamma > 0 and step % cfg.r1_every == 0  # the recipe's lazy R1
+            real.requires_grad_(r1_due)
+            d_real = D(real, labels)
+            err_d = loss.d_loss(d_real, D(fake.detach(), labels), cfg.real_label)
+            if r1_due:
+                err_d = err_d + cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(d_real, real)
             opt_d.zero_grad()
             err_d.backward()
             opt_d.step()

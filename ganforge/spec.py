@@ -29,6 +29,8 @@ MAX_SUBSET = 1_000_000  # above EMNIST letters' 124,800 training images
 MAX_SLUG = 40  # of a folder's name in a model name (store names stop at 63 characters)
 
 
+# R1's weight in the reference recipe (BENCHMARKS.md, "R1 in the defaults")
+R1_DEFAULT = 0.5
 RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
 # Fields added after checkpoints were first written, with the behaviour the loop had before them:
 # a stored config that lacks one trained that way, whatever today's default is
@@ -70,10 +72,13 @@ class TrainConfig(BaseModel):
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0,
                              description="EMA decay of G (0: no EMA); a warm-up, (1 + step) / "
                                          "(10 + step), caps it early: 0.99 applies from step 890")
-    lr_decay: Literal["none", "linear"] = Field(
-        "none", description="learning-rate schedule: linear takes both rates to 0 at the last step")
-    r1_gamma: float = Field(0.0, ge=0.0, le=1000.0,
-                            description="R1 penalty weight (gamma/2 * E|grad D(real)|^2; 0: off)")
+    lr_decay: Literal["none", "linear", "tail"] = Field(
+        "none", description="learning-rate schedule: linear takes both rates to 0 at the last "
+                            "step; tail holds them, then takes them to 0 over the last quarter")
+    r1_gamma: float = Field(R1_DEFAULT, ge=0.0, le=1000.0,
+                            description="R1 penalty weight (gamma/2 * E|grad D(real)|^2; 0: off); "
+                                        "left out, 0 with the wgan-gp loss (its own penalty) or "
+                                        "compile: on (no double backward)")
     r1_every: int = Field(16, ge=1, le=1000, description="D steps between R1 penalties (lazy, "
                                                          "scaled up to match)")
     augment: Literal["none", "translation", "translation+cutout"] = Field(
@@ -103,8 +108,8 @@ class TrainConfig(BaseModel):
         "auto", description="on: torch.compile(mode=reduce-overhead), CUDA graphs on CUDA; graph: "
                             "the whole step captured by hand in one CUDA graph (static buffers "
                             "on the CPU; a lazy R1 penalty's steps run outside it); auto: graph "
-                            "on CUDA unless the loss has a gradient penalty or R1 is on, off on "
-                            "the CPU")
+                            "on CUDA unless the loss has a gradient penalty or R1 runs every D "
+                            "step, off on the CPU")
     amp: Literal["auto", "bf16", "off"] = Field(
         "auto", description="bf16 autocast (auto: on a CPU with bf16 in hardware, AVX512_BF16 or "
                             "AMX; off on CUDA and other CPUs; a resumed run keeps its own)")
@@ -120,11 +125,19 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _dataset_recipe(cls, data: Any) -> Any:
+    def _filled(cls, data: Any) -> Any:
         """A set's own recipe (``datasets.recipe_for``) fills the fields a spec leaves out: what
-        the spec gives wins, then the set's recipe, then the field's default."""
-        if isinstance(data, dict) and isinstance(data.get("dataset", "mnist"), str):
-            return {**datasets.recipe_for(data.get("dataset", "mnist")), **data}
+        the spec gives wins, then the set's recipe, then the field's default. R1's default
+        applies only where R1 can run: not beside the wgan-gp loss's own penalty, nor under a
+        compile mode that cannot differentiate D twice (``refuse_compile``)."""
+        if not isinstance(data, dict):
+            return data
+        if isinstance(data.get("dataset", "mnist"), str):
+            data = {**datasets.recipe_for(data.get("dataset", "mnist")), **data}
+        every = data.get("r1_every", cls.model_fields["r1_every"].default)
+        if "r1_gamma" not in data and (data.get("loss") == "wgan-gp" or data.get("compile") == "on"
+                                       or (data.get("compile") == "graph" and every == 1)):
+            data = {**data, "r1_gamma": 0.0}
         return data
 
     @field_validator("dataset")

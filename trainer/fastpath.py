@@ -93,9 +93,11 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool, *,
         adam=("fused" if cuda else "torch") if cfg.adam == "auto" else cfg.adam,
         compile=cfg.compile == "on",
         # auto: the whole step in one CUDA graph, 4.1x torch.compile's graphs on an H200
-        # (BENCHMARKS.md, "Training on a GPU"); with R1 only when asked (graph), not measured
-        # on a GPU yet
-        graph=cfg.compile == "graph" or (cfg.compile == "auto" and cuda and not gradient_penalty),
+        # (BENCHMARKS.md, "Training on a GPU"); with a lazy R1 penalty too (the default recipe's),
+        # its steps eager between replays: not measured on a GPU yet, and a capture or replay
+        # that fails in the trial window falls back to the plain step (GANTrainer.train_step)
+        graph=cfg.compile == "graph" or (cfg.compile == "auto" and cuda and (
+            not gradient_penalty or lazy_r1(cfg.loss, cfg.r1_gamma, cfg.r1_every))),
         amp=amp,
         channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto" and (cuda or amp)),
     )

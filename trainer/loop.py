@@ -433,8 +433,11 @@ class GANTrainer:
 
     def schedule_lr(self) -> None:
         """Both learning rates for this step under ``lr_decay``: linear goes from the spec's
-        rates at step 0 to 0 at ``steps`` (a function of the step, so a resume continues it)."""
-        scale = max(0.0, 1.0 - self.step / self.cfg.steps)
+        rates at step 0 to 0 at ``steps``; tail holds them for the first three quarters, then
+        goes linearly to 0 (a function of the step, so a resume continues it)."""
+        steps = self.cfg.steps
+        start = 0 if self.cfg.lr_decay == "linear" else steps - max(steps // 4, 1)
+        scale = min(1.0, max(0.0, (steps - self.step) / (steps - start)))
         for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
             for group in opt.param_groups:
                 if isinstance(group["lr"], torch.Tensor):  # read by a CUDA graph: change in place

@@ -17,8 +17,21 @@ def test_defaults_are_the_reference_recipe() -> None:
     assert cfg.latent_dim == 100 and (cfg.lr_g, cfg.lr_d, cfg.beta1, cfg.beta2) == (6e-4, 6e-4, 0.0, 0.9)
     assert (cfg.d_extra_convs, cfg.batch_size, cfg.steps) == (1, 128, 1800)  # BENCHMARKS.md: 5 CPU minutes
     assert cfg.ema_decay == 0.99  # BENCHMARKS.md: "A shorter EMA"
+    assert (cfg.r1_gamma, cfg.r1_every) == (0.5, 16)  # BENCHMARKS.md: "R1 in the defaults"
     assert cfg.model_name == "mnist-dcgan-cond"
     assert TrainConfig(family="mlp", conditional=False).model_name == "mnist-mlp"
+
+
+@pytest.mark.parametrize("changes", [{"loss": "wgan-gp"}, {"compile": "on"},
+                                     {"compile": "graph", "r1_every": 1}])
+def test_r1_is_on_by_default_only_where_it_can_run(changes: dict) -> None:
+    """wgan-gp has its own penalty; torch.compile, and a graph with R1 in every step, cannot
+    differentiate D twice: left out, R1 is off there; asked for, it is refused as before."""
+    assert TrainConfig(**changes).r1_gamma == 0.0
+    assert TrainConfig(compile="graph").r1_gamma == TrainConfig(loss="bce").r1_gamma == 0.5
+    if "compile" in changes:
+        with pytest.raises(ValidationError, match="R1 penalty .* double backward"):
+            TrainConfig(**changes, r1_gamma=0.5)
 
 
 @pytest.mark.parametrize(("changes", "field"), [

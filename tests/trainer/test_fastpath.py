@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # (two D convolutions, lr 4e-4): the default's third convolution and higher rate make the run
 # more chaotic, so the same rounding differences grow faster (channels_last on the CPU: 8e-4 at
 # step 50 without, 4e-2 with, both 0 for the first 5 steps).
-# test_fast_options_match_the_default_recipe_early checks the defaults themselves.
+# test_fast_options_match_the_default_recipe_early checks the defaults themselves. R1 is off
+# here (the tests that take it say so): compile on cannot hold it.
 PLAIN = dict(log_every=1, adam="torch", compile="off", amp="off", channels_last="off",
-             lr_g=4e-4, lr_d=4e-4, d_extra_convs=0)
+             lr_g=4e-4, lr_d=4e-4, d_extra_convs=0, r1_gamma=0.0)
 CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
                                                      reason="needs a CUDA device"))
 DEVICES = ["cpu", CUDA]
@@ -126,8 +127,10 @@ def test_auto_is_the_plain_loop_on_cpu_and_the_fast_path_on_cuda(make_cfg, monke
     cuda = resolve(cfg, torch.device("cuda"), gradient_penalty=False)
     assert (cuda.log_every, cuda.adam, cuda.compile, cuda.graph, cuda.amp, cuda.channels_last) == (
         CUDA_LOG_EVERY, "fused", False, True, False, True)  # the whole step in one CUDA graph
-    penalty = resolve(cfg, torch.device("cuda"), gradient_penalty=True)
-    assert not penalty.compile and not penalty.graph
+    assert cfg.r1_gamma and resolve(cfg, torch.device("cuda"), gradient_penalty=True).graph  # lazy R1
+    for every_step in (make_cfg(loss="wgan-gp"), make_cfg(r1_every=1)):
+        penalty = resolve(every_step, torch.device("cuda"), gradient_penalty=True)
+        assert not penalty.compile and not penalty.graph
     assert resolve(make_cfg(compile="on"), torch.device("cuda"), False).compile
     chosen = resolve(make_cfg(log_every=7, adam="foreach", channels_last="off"), torch.device("cuda"), False)
     assert (chosen.log_every, chosen.adam, chosen.channels_last) == (7, "foreach", False)
@@ -191,9 +194,9 @@ def test_fast_options_give_the_plain_loops_losses(make_cfg, mnist_train, device,
     {"compile": "graph", "adam": "fused", "channels_last": "on"},
 ])
 def test_fast_options_match_the_default_recipe_early(make_cfg, mnist_train, options) -> None:
-    """The default architecture and rates (third D conv, lr 6e-4), before rounding differences
-    have had steps to grow: the first 5 steps' losses agree to 1e-4."""
-    plain = {k: v for k, v in PLAIN.items() if k not in ("lr_g", "lr_d", "d_extra_convs")}
+    """The default architecture, rates and R1 (third D conv, lr 6e-4, R1 at step 1), before
+    rounding differences have had steps to grow: the first 5 steps' losses agree to 1e-4."""
+    plain = {k: v for k, v in PLAIN.items() if k not in ("lr_g", "lr_d", "d_extra_convs", "r1_gamma")}
     _, want = train(make_cfg(steps=5, **plain), mnist_train)
     _, got = train(make_cfg(steps=5, **{**plain, **options}), mnist_train)
     assert sorted(got.read) == [1, 2, 3, 4, 5]
@@ -394,10 +397,10 @@ def test_graph_mode_with_a_gradient_penalty_is_an_input_error(make_cfg, mnist_tr
         make_cfg(r1_gamma=0.1, r1_every=1, compile="graph")  # R1 in every step: nothing to capture
     with pytest.raises(ValidationError, match="compile graph does not support \\(allowed: off, auto\\)"):
         make_cfg(loss="wgan-gp", r1_gamma=0.1, compile="graph")  # and a penalty in every step
-    unchecked = make_cfg().model_copy(update={"loss": "wgan-gp", "compile": "graph"})
+    unchecked = make_cfg(r1_gamma=0.0).model_copy(update={"loss": "wgan-gp", "compile": "graph"})
     with pytest.raises(InvalidInput, match="wgan-gp loss .*compile graph"):
         GANTrainer(unchecked, mnist_train)
-    assert not resolve(make_cfg(r1_gamma=0.1), torch.device("cuda"), True).graph  # auto: plain
+    assert not resolve(make_cfg(r1_gamma=0.1, r1_every=1), torch.device("cuda"), True).graph  # auto: plain
 
 
 def test_graph_mode_takes_a_lazy_r1_penalty(make_cfg, mnist_train) -> None:
@@ -444,7 +447,7 @@ def test_a_graph_leaves_the_r1_steps_out(make_cfg, mnist_train, r1_every, plans)
     assert g.plan(t) == "eager"  # the CPU: every step runs the body from the buffers
 
 
-def test_linear_lr_decay_reaches_zero_at_the_last_step(make_cfg, mnist_train) -> None:
+def test_lr_decay_reaches_zero_at_the_last_step(make_cfg, mnist_train) -> None:
     seen: list[float] = []
 
     class Rates(Callback):
@@ -454,6 +457,10 @@ def test_linear_lr_decay_reaches_zero_at_the_last_step(make_cfg, mnist_train) ->
     cfg = make_cfg(steps=4, lr_decay="linear", lr_d=8e-4)
     GANTrainer(cfg, mnist_train, callbacks=[Rates()]).fit()
     assert seen == pytest.approx([8e-4, 6e-4, 4e-4, 2e-4])  # the rate each step trained at
+    seen.clear()
+    GANTrainer(cfg.model_copy(update={"lr_decay": "tail", "steps": 8}), mnist_train,
+               callbacks=[Rates()]).fit()
+    assert seen == pytest.approx([8e-4] * 7 + [4e-4])  # held, then down over the last quarter
 
 
 def test_a_graphs_learning_rates_are_tensors_changed_in_place(make_cfg, mnist_train) -> None:
