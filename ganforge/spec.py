@@ -77,8 +77,9 @@ class TrainConfig(BaseModel):
                             "step; tail holds them, then takes them to 0 over the last quarter")
     r1_gamma: float = Field(R1_DEFAULT, ge=0.0, le=1000.0,
                             description="R1 penalty weight (gamma/2 * E|grad D(real)|^2; 0: off); "
-                                        "left out, 0 with the wgan-gp loss (its own penalty) or "
-                                        "compile: on (no double backward)")
+                                        "left out, 0 with the wgan-gp loss (its own penalty) or a "
+                                        "compile mode that cannot hold it (on; graph with "
+                                        "r1_every 1)")
     r1_every: int = Field(16, ge=1, le=1000, description="D steps between R1 penalties (lazy, "
                                                          "scaled up to match)")
     augment: Literal["none", "translation", "translation+cutout"] = Field(
