@@ -220,11 +220,7 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
         raise Reject("worker stopping; job left on the queue", requeue=True)
     cfg = TrainConfig.model_validate(spec)
     store = job_store(settings)
-    done = finished_result(job_id)
-    if done is not None:
-        log.info("job %s registered %s before; not training again", job_id, done["tag"])
-        return done
-    if store.cancel_requested(job_id):
+    if store.cancel_requested(job_id) and finished_result(job_id) is None:
         task.update_state(state=CANCELLED, meta={"step": 0, "total": cfg.steps})
         JOBS.labels(cfg.family, CANCELLED).inc()
         raise Ignore()
@@ -233,6 +229,14 @@ def execute(task: Task, spec: dict[str, Any], settings: Settings | None = None) 
                       every=min(settings.job_lock_ttl, settings.visibility_timeout) / 4)
     if not lock.acquire():  # a live worker runs this job: look again once its lock could lapse
         look_again_later(task, spec, settings)
+    # looked up under the lock: the delivery that trains registers its model before it returns,
+    # and a duplicate that found the model in between would store its result first (Celery
+    # keeps the first SUCCESS), without the trainer's own fields
+    done = finished_result(job_id)
+    if done is not None:
+        lock.release()
+        log.info("job %s registered %s before; not training again", job_id, done["tag"])
+        return done
 
     run_dir = settings.runs_dir.resolve() / job_id
     reporter = JobReporter(task, job_id, cfg, store, time.time() + settings.job_soft_time_limit,
