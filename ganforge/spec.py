@@ -135,10 +135,17 @@ class TrainConfig(BaseModel):
             return data
         if isinstance(data.get("dataset", "mnist"), str):
             data = {**datasets.recipe_for(data.get("dataset", "mnist")), **data}
-        every = data.get("r1_every", cls.model_fields["r1_every"].default)
-        if "r1_gamma" not in data and (data.get("loss") == "wgan-gp" or data.get("compile") == "on"
-                                       or (data.get("compile") == "graph" and every == 1)):
-            data = {**data, "r1_gamma": 0.0}
+        if "r1_gamma" not in data:
+            loss = data.get("loss", "")
+            every = data.get("r1_every", cls.model_fields["r1_every"].default)
+            runs = loss != "wgan-gp"
+            try:  # the compile modes' own rule, asked of the default
+                refuse_compile(data.get("compile", "auto"), "R1",
+                               lazy_r1=lazy_r1(loss, R1_DEFAULT, every))
+            except ValueError:
+                runs = False
+            if not runs:
+                data = {**data, "r1_gamma": 0.0}
         return data
 
     @field_validator("dataset")
