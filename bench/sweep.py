@@ -34,7 +34,7 @@ from trainer import judges
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate, torch_sampler
 from trainer.judges import JudgeKey
-from trainer.loop import Callback, GANTrainer, lerp_ema
+from trainer.loop import Callback, GANTrainer, lerp_ema, recalibrate_bn
 
 
 class Judge(Callback):
@@ -56,6 +56,12 @@ class Judge(Callback):
         for decay, g in self.emas.items():
             lerp_ema(g, trainer.G, decay)
 
+    def recalibrated(self, g: torch.nn.Module, trainer: GANTrainer) -> torch.nn.Module:
+        g = copy.deepcopy(g)
+        recalibrate_bn(g, latent_dim=trainer.arch.latent_dim, num_classes=trainer.arch.num_classes,
+                       device=trainer.device, batches=self.args.bn_recal)
+        return g
+
     def on_step_end(self, trainer: GANTrainer, logs: dict) -> None:
         if self.args.ema:
             self.update_emas(trainer)
@@ -66,8 +72,12 @@ class Judge(Callback):
         cfg = trainer.cfg
         n = self.args.final_samples if last else self.args.samples
         train_s = t0 - self.start - self.eval_seconds
-        for ema, g, rows in [("trainer", trainer.G_ema, self.rows),
-                             *((d, g, self.ema_rows) for d, g in self.emas.items())]:
+        judged = [("trainer", trainer.G_ema, self.rows),
+                  *((d, g, self.ema_rows) for d, g in self.emas.items())]
+        if self.args.bn_recal:  # the same generators, BatchNorm statistics re-estimated
+            judged += [(f"{ema}+bn", self.recalibrated(g, trainer), self.ema_rows)
+                       for ema, g, _ in judged]
+        for ema, g, rows in judged:
             r = evaluate(torch_sampler(g, trainer.device), latent_dim=cfg.latent_dim,
                          conditional=cfg.conditional, data_dir=self.data_dir, n=n,
                          dataset=cfg.dataset, image_size=cfg.image_size, channels=cfg.channels)
@@ -108,6 +118,9 @@ def main() -> None:
     p.add_argument("--json", help="also write every row and summary here")
     p.add_argument("--ema", type=lambda s: [float(d) for d in s.split(",")], default=[],
                    help="also judge EMA generators of these fixed decays, comma-separated (no warm-up)")
+    p.add_argument("--bn-recal", type=int, default=0, metavar="BATCHES",
+                   help="also judge each generator with its BatchNorm statistics re-estimated "
+                        "over this many batches of 256 (trainer.loop.recalibrate_bn)")
     p.add_argument("--variant", default="none", choices=variants.VARIANTS,
                    help="an architecture variant (bench/variants.py) for every config")
     args = p.parse_args()

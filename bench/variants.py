@@ -14,6 +14,10 @@ the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reprod
   7x7 map before the first transposed conv; ``gdeep7x2`` two of them; ``gdeep14`` that one
   and another (w channels) on the 14x14 map before the last transposed conv.
 - ``wideg``: G 1.5x as wide as D (``width`` * 3 / 2), D as it is.
+- ``upconv``: G's transposed convolutions replaced by nearest-neighbour upsampling and a 3x3
+  convolution (Odena et al., 2016: no checkerboard pattern), same channels; ``upconv28``
+  only the last one (to 28x28, where the pattern would be in the pixels; the cheap one).
+- ``sng``: spectral norm on G's linear and convolutions too (SAGAN, Zhang et al., 2019).
 """
 
 import dataclasses
@@ -24,7 +28,8 @@ from torch import nn
 import models
 from models.layers import maybe_sn
 
-VARIANTS = ("none", "deep7", "mbstd", "cbn", "gdeep7", "gdeep7x2", "gdeep14", "wideg")
+VARIANTS = ("none", "deep7", "mbstd", "cbn", "gdeep7", "gdeep7x2", "gdeep14", "wideg", "upconv",
+            "upconv28", "sng")
 
 
 class MinibatchStd(nn.Module):
@@ -92,6 +97,19 @@ def patch(variant: str) -> None:
             at7 = block(top) + (block(top) if variant == "gdeep7x2" else [])
             at14 = block(top // 2) if variant == "gdeep14" else []
             G.up = nn.Sequential(*at7, *up[:3], *at14, *up[3:])
+        elif variant == "upconv":
+            def up2(c_in: int, c_out: int, bias: bool) -> list[nn.Module]:
+                return [nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 3, padding=1, bias=bias)]
+            G.up = nn.Sequential(*up2(top, top // 2, False), nn.BatchNorm2d(top // 2), nn.ReLU(),
+                                 # (N, w, 14, 14)
+                                 *up2(top // 2, arch.channels, True), nn.Tanh())  # (N, 1, 28, 28)
+        elif variant == "upconv28":
+            up = list(G.up)  # convT, BN, ReLU (N, w, 14, 14), convT (N, 1, 28, 28), tanh
+            G.up = nn.Sequential(*up[:3], nn.Upsample(scale_factor=2),
+                                 nn.Conv2d(top // 2, arch.channels, 3, padding=1), nn.Tanh())
+        elif variant == "sng":
+            G.project[0] = maybe_sn(G.project[0], True)
+            G.up[0], G.up[3] = maybe_sn(G.up[0], True), maybe_sn(G.up[3], True)
         elif variant == "wideg":
             G, _ = build(family, dataclasses.replace(arch, width=arch.width * 3 // 2))
         elif variant in ("deep7", "mbstd"):

@@ -36,7 +36,7 @@ RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
 # a stored config that lacks one trained that way, whatever today's default is
 # (``TrainConfig.from_stored``).
 ADDED_LATER: dict[str, Any] = {"lr_decay": "none", "r1_gamma": 0.0, "augment": "none",
-                               "d_extra_convs": 0}
+                               "d_extra_convs": 0, "ema_bn_batches": 0}
 
 
 class TrainConfig(BaseModel):
@@ -72,6 +72,10 @@ class TrainConfig(BaseModel):
     ema_decay: float = Field(0.99, ge=0.0, lt=1.0,
                              description="EMA decay of G (0: no EMA); a warm-up, (1 + step) / "
                                          "(10 + step), caps it early: 0.99 applies from step 890")
+    ema_bn_batches: int = Field(
+        50, ge=0, le=1000, description="at the last step, the EMA generator's BatchNorm statistics "
+                                       "re-estimated for its own weights over this many batches "
+                                       "of 256 (0: the live G's, copied each step)")
     lr_decay: Literal["none", "linear", "tail"] = Field(
         "none", description="learning-rate schedule: linear takes both rates to 0 at the last "
                             "step; tail holds them, then takes them to 0 over the last quarter")

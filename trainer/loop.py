@@ -140,6 +140,37 @@ def lerp_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None
     torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
+@torch.no_grad()
+def recalibrate_bn(generator: torch.nn.Module, *, latent_dim: int, num_classes: int,
+                   device: torch.device, batches: int = 50, batch_size: int = 256,
+                   seed: int = 0) -> int:
+    """Re-estimate ``generator``'s BatchNorm running statistics for its own weights: the
+    cumulative mean and variance over ``batches`` seeded batches of z (and uniform labels when
+    conditional), in train mode; the module is left in eval mode. An EMA generator's copied
+    statistics are the live G's, which its averaged weights do not produce. Returns how many
+    BatchNorm layers it re-estimated (0: nothing to do)."""
+    norms = [m for m in generator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    gen = torch.Generator().manual_seed(seed)
+    generator.train()
+    try:
+        for _ in range(batches):
+            z = torch.randn(batch_size, latent_dim, generator=gen).to(device)
+            y = torch.randint(0, num_classes, (batch_size,), generator=gen).to(device) \
+                if num_classes else None
+            generator(z, y)
+    finally:
+        generator.eval()
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+    return len(norms)
+
+
 class GANTrainer:
     def __init__(self, cfg: TrainConfig, data: Split, *, callbacks: Sequence[Callback] = (),
                  should_stop: Callable[[], bool] | None = None,
@@ -487,7 +518,21 @@ class GANTrainer:
     def one_step(self) -> dict[str, float]:
         if self.cfg.lr_decay != "none":
             self.schedule_lr()
-        return self.train_step_threshold() if self.cfg.schedule == "threshold" else self.train_step()
+        logs = self.train_step_threshold() if self.cfg.schedule == "threshold" else self.train_step()
+        if self.step == self.cfg.steps:
+            self.settle_ema()
+        return logs
+
+    def settle_ema(self) -> None:
+        """At the last step, before its callbacks (the last checkpoint, grid and judgement):
+        the EMA generator's BatchNorm statistics re-estimated for its own weights
+        (``ema_bn_batches``; seeded by the run's seed). Only buffers change, and the next EMA
+        update copies G's over them, so a run trained on from here is the run that never
+        stopped."""
+        if self.cfg.ema_bn_batches:
+            recalibrate_bn(self.G_ema, latent_dim=self.arch.latent_dim,
+                           num_classes=self.arch.num_classes, device=self.device,
+                           batches=self.cfg.ema_bn_batches, seed=self.cfg.seed)
 
     def clock(self, logs: dict[str, float]) -> None:
         """images/s, smoothed, into ``logs``. Measured over the steps between two loss reads:

@@ -18,6 +18,7 @@ def test_defaults_are_the_reference_recipe() -> None:
     assert (cfg.d_extra_convs, cfg.batch_size, cfg.steps) == (1, 128, 1800)  # BENCHMARKS.md: 5 CPU minutes
     assert cfg.ema_decay == 0.99  # BENCHMARKS.md: "A shorter EMA"
     assert (cfg.r1_gamma, cfg.r1_every) == (0.5, 16)  # BENCHMARKS.md: "R1 in the defaults"
+    assert cfg.ema_bn_batches == 50  # BENCHMARKS.md: "The EMA's own BatchNorm statistics"
     assert cfg.model_name == "mnist-dcgan-cond"
     assert TrainConfig(family="mlp", conditional=False).model_name == "mnist-mlp"
 
@@ -42,6 +43,7 @@ def test_r1_is_on_by_default_only_where_it_can_run(changes: dict) -> None:
     ({"device": "tpu"}, "device"),
     ({"batch_size": 1}, "batch_size"),
     ({"ema_decay": 1.0}, "ema_decay"),
+    ({"ema_bn_batches": 1001}, "ema_bn_batches"),
     ({"real_label": 0.0}, "real_label"),
     ({"colour": "blue"}, "colour"),
 ])

@@ -55,9 +55,9 @@ def test_resume_rebuilds_from_the_checkpoint_config(make_cfg, mnist_train, tmp_p
 
 def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mnist_train, tmp_path,
                                                                    monkeypatch) -> None:
-    """A checkpoint written before ``lr_decay``, ``r1_gamma``, ``augment`` and ``d_extra_convs``
-    existed trained without them: it resumes without them even where today's defaults turn them
-    on (``d_extra_convs`` is on by default: 1)."""
+    """A checkpoint written before ``lr_decay``, ``r1_gamma``, ``augment``, ``d_extra_convs``
+    and ``ema_bn_batches`` existed trained without them: it resumes without them even where
+    today's defaults turn them on (``d_extra_convs`` is on by default: 1, ``ema_bn_batches``: 50)."""
     t = GANTrainer(make_cfg(steps=2, d_extra_convs=0), mnist_train,
                    callbacks=[Checkpointer(tmp_path, every=1)])
     t.fit()
@@ -73,6 +73,7 @@ def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mni
         resumed = GANTrainer.from_checkpoint(ckpt, mnist_train, steps=3)
         assert (resumed.cfg.lr_decay, resumed.cfg.r1_gamma, resumed.cfg.augment) == ("none", 0.0, "none")
         assert resumed.cfg.d_extra_convs == resumed.arch.d_extra_convs == 0 != TrainConfig().d_extra_convs
+        assert resumed.cfg.ema_bn_batches == 0 != TrainConfig().ema_bn_batches
         resumed.fit()  # the D it was trained with: its weights loaded, one more step taken
         assert resumed.step == 3
     finally:
@@ -113,6 +114,47 @@ def test_steps_update_both_nets_and_ema_lags(make_cfg, mnist_train) -> None:
     assert not torch.equal(w, w_ema)
     # the EMA sits between where G started and where it is now
     assert (w_ema - w).norm() < (w0 - w).norm()
+
+
+def test_recalibrate_bn_gives_the_ema_weights_their_own_statistics() -> None:
+    arch = models.ModelConfig(num_classes=10, width=16)
+    g, _ = models.build("dcgan", arch)
+    bn = g.project[1]
+    kwargs = {"latent_dim": arch.latent_dim, "num_classes": 10, "device": torch.device("cpu"),
+              "batches": 3, "batch_size": 32, "seed": 5}
+    assert loop.recalibrate_bn(g, **kwargs) == 2  # G's two BatchNorms
+    assert not g.training and bn.momentum == 0.1  # eval mode and its momentum back
+    # the cumulative mean over the same seeded batches, recomputed by hand
+    gen = torch.Generator().manual_seed(5)
+    means = []
+    with torch.no_grad():
+        for _ in range(3):
+            z = torch.randn(32, arch.latent_dim, generator=gen)
+            y = torch.randint(0, 10, (32,), generator=gen)
+            means.append(g.project[0](torch.cat([z, g.embed(y)], 1)).mean(0))
+    torch.testing.assert_close(bn.running_mean, torch.stack(means).mean(0))
+    assert int(bn.num_batches_tracked) == 3
+    again = {k: v.clone() for k, v in g.state_dict().items()}
+    loop.recalibrate_bn(g, **kwargs)  # seeded: the same statistics again
+    assert same_weights(again, g.state_dict())
+    loop.recalibrate_bn(g, **{**kwargs, "seed": 6})
+    assert not torch.equal(again["project.1.running_mean"], bn.running_mean)
+    assert loop.recalibrate_bn(torch.nn.Linear(2, 2), **kwargs) == 0  # no BatchNorm: untouched
+
+
+def test_the_last_step_settles_the_emas_batchnorm(make_cfg, mnist_train, tmp_path) -> None:
+    settled = GANTrainer(make_cfg(steps=6, ema_bn_batches=4), mnist_train,
+                         callbacks=[Checkpointer(tmp_path, every=100)])
+    settled.fit()
+    copied = GANTrainer(make_cfg(steps=6, ema_bn_batches=0), mnist_train)
+    copied.fit()
+    mean, weight = "project.1.running_mean", "project.0.weight"
+    ema, g = settled.G_ema.state_dict(), settled.G.state_dict()
+    assert not torch.equal(ema[mean], g[mean])  # its own statistics, not the live G's
+    assert int(ema["project.1.num_batches_tracked"]) == 4
+    assert torch.equal(load_checkpoint(tmp_path / "checkpoint.pt")["G_ema"][mean], ema[mean])
+    assert torch.equal(copied.G_ema.state_dict()[mean], copied.G.state_dict()[mean])
+    assert torch.equal(copied.G_ema.state_dict()[weight], ema[weight])  # only buffers change
 
 
 @pytest.mark.parametrize("changes", [

@@ -1,0 +1,97 @@
+"""Where a generator's FCD comes from: its mean and covariance terms, the feature spectrum, and
+FCD per class, each next to real train images judged the same way.
+
+    python bench/fcd_parts.py                                  # the shipped default model
+    python bench/fcd_parts.py var/runs/RUN/generator.pt --samples 10000
+
+FCD (``trainer.evaluate``) is ``|mu_g - mu_r|^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2))`` over the
+judge's 128-d features of generated and real test images. This splits it in those two terms,
+compares the covariances' traces (overall spread) and their eigenvalues beyond the top 10 (past
+the directions that separate the classes: the variety within a class), reads the same images
+through a 3x3 blur (how much stroke sharpness weighs in the judge's features), and gives FCD class by
+class: generated images of class c against test images of class c, with ``n/K`` real train
+images of class c against the same test images as that class's baseline. A conditional MNIST
+generator (``generator.pt``, as ``make pretrained`` and the pipeline save it) only.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ganforge.generator import latents
+from ganforge.settings import get_settings
+from trainer import classifier, judges
+from trainer.data import load_dataset
+from trainer.evaluate import frechet_distance
+from trainer.export import load_torch_generator
+from trainer.judges import JudgeKey
+
+DEFAULT = Path(__file__).resolve().parents[1] / "services" / "assets" / "default" / "generator.pt"
+
+
+def parts(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """FCD's (mean term, covariance term) for feature rows ``a`` against ``b``."""
+    mean = float(((a.mean(0) - b.mean(0)) ** 2).sum())
+    return mean, frechet_distance(a, b) - mean
+
+
+def spectrum(f: np.ndarray) -> np.ndarray:
+    return np.linalg.eigvalsh(np.cov(f, rowvar=False))[::-1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("generator", nargs="?", type=Path, default=DEFAULT)
+    p.add_argument("--samples", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0, help="latents' seed (the pipeline's is 0)")
+    args = p.parse_args()
+    data_dir = get_settings().data_dir.resolve()
+    g = load_torch_generator(args.generator)
+    k = g.cfg.num_classes
+    if not k or g.cfg.image_shape != (1, 28, 28):
+        raise SystemExit("a conditional 1x28x28 generator only")
+    judge = judges.get(JudgeKey("mnist", 1, 28), data_dir)
+    test = load_dataset("mnist", data_dir, train=False)
+    train = load_dataset("mnist", data_dir, train=True)
+    n = args.samples
+    z = torch.from_numpy(latents(args.seed, n, g.cfg.latent_dim))
+    y = torch.arange(n) % k
+    with torch.no_grad():
+        images = torch.cat([g(z[i:i + 1000], y[i:i + 1000]) for i in range(0, n, 1000)])
+    f_gen = classifier.predict(judge.model, images)[1].numpy().astype(np.float64)
+    f_test = classifier.predict_split(judge.model, test)[1].numpy().astype(np.float64)
+    # real train images, n/K of each class in a seeded order (evaluate's class-matched baseline)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
+    shuffled = train.labels[order]
+    per = [order[shuffled == c][: n // k] for c in range(k)]
+    f_real = classifier.predict_split(judge.model, train, torch.cat(per))[1].numpy().astype(np.float64)
+    y_real = np.repeat(np.arange(k), [len(i) for i in per])
+    y_test = test.labels.numpy()
+
+    print(f"# {args.generator} | {n} samples, latents seed {args.seed} | judge {judge.source}")
+    print("| images | FCD | mean term | covariance term | trace of covariance | "
+          "eigenvalues past the top 10 |")
+    print("|---|---|---|---|---|---|")
+    # how sharp the judge is: the same generated images through a 3x3 binomial blur
+    kernel = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]).view(1, 1, 3, 3) / 16
+    blurred = torch.nn.functional.conv2d(images, kernel, padding=1)
+    f_blur = classifier.predict(judge.model, blurred)[1].numpy().astype(np.float64)
+    for name, f in (("generated", f_gen), ("real train (the baseline)", f_real),
+                    ("generated, blurred 3x3", f_blur)):
+        m, c = parts(f, f_test)
+        print(f"| {name} | {m + c:.2f} | {m:.2f} | {c:.2f} | {np.trace(np.cov(f, rowvar=False)):.0f} "
+              f"| {spectrum(f)[10:].sum():.0f} |")
+    t = np.cov(f_test, rowvar=False)
+    print(f"| real test | - | - | - | {np.trace(t):.0f} | {spectrum(f_test)[10:].sum():.0f} |")
+    print("\n| class | FCD generated | FCD real train | ratio |")
+    print("|---|---|---|---|")
+    for c in range(k):
+        gen = frechet_distance(f_gen[y.numpy() == c], f_test[y_test == c])
+        real = frechet_distance(f_real[y_real == c], f_test[y_test == c])
+        print(f"| {c} | {gen:.2f} | {real:.2f} | {gen / real:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
