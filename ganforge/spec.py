@@ -86,6 +86,9 @@ class TrainConfig(BaseModel):
                                         "r1_every 1)")
     r1_every: int = Field(16, ge=1, le=1000, description="D steps between R1 penalties (lazy, "
                                                          "scaled up to match)")
+    mode_seeking: float = Field(0.0, ge=0.0, le=100.0,
+                                description="weight of the mode-seeking term in G's loss (MSGAN: "
+                                            "variety within a label; 0: off)")
     augment: Literal["none", "translation", "translation+cutout"] = Field(
         "none", description="DiffAugment policy on every image D sees, real and fake")
     schedule: Schedule = Field(

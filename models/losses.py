@@ -62,6 +62,19 @@ def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
+def mode_seeking(fake: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | None,
+                 eps: float = 1e-5) -> torch.Tensor:
+    """MSGAN (Mao et al., 2019) within one batch: images of one label paired up (sorted by label,
+    neighbours), ``1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps)``; G lowers it by drawing
+    different images for different z. Pairs across two labels are left out."""
+    labels = torch.zeros(len(z), dtype=torch.long, device=z.device) if labels is None else labels
+    order = torch.argsort(labels, stable=True)
+    a, b = order[0 : len(order) - 1 : 2], order[1::2]
+    same = (labels[a] == labels[b]).float()
+    ratio = (fake[a] - fake[b]).abs().flatten(1).mean(1) / (z[a] - z[b]).abs().mean(1)
+    return 1.0 / ((same * ratio).sum() / same.sum().clamp(min=1.0) + eps)
+
+
 class GANLoss(NamedTuple):
     d_loss: Callable[..., torch.Tensor]
     g_loss: Callable[[torch.Tensor], torch.Tensor]

@@ -24,7 +24,7 @@ from ganforge import __version__
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from ganforge.spec import TrainConfig
 from models.augment import diff_augment
-from models.losses import gradient_penalty, r1_penalty
+from models.losses import gradient_penalty, mode_seeking, r1_penalty
 from trainer.data import Split, normalize
 from trainer.fastpath import (
     EpochOrder,
@@ -346,6 +346,8 @@ class GANTrainer:
         # torch.compile guards on requires_grad (a second graph), so compile: on leaves D as is.
         with self.autocast(), frozen(self.D, not self.fast.compile):
             g_loss = self.loss.g_loss(D(diff_augment(fake, cfg.augment), y_in))
+            if cfg.mode_seeking:  # variety within a label: pairs of this batch's images
+                g_loss = g_loss + cfg.mode_seeking * mode_seeking(fake.float(), z, y_in)
         self.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
         self.opt_g.step()

@@ -61,3 +61,20 @@ def test_r1_penalty_of_a_linear_critic_is_its_squared_weight_norm(norm: float) -
     assert r1.item() == pytest.approx(norm**2, rel=1e-5)
     (g,) = torch.autograd.grad(r1, w)  # create_graph: D's weights are trained on it
     torch.testing.assert_close(g, 2 * w.detach())
+
+
+def test_mode_seeking_pairs_images_of_one_label_and_falls_as_they_differ() -> None:
+    z = torch.tensor([[0.0, 0.0], [9.0, 9.0], [2.0, 0.0], [9.0, 9.0], [0.0, 1.0]])
+    labels = torch.tensor([3, 7, 3, 5, 3])  # sorted by label: pairs (0, 2) and (4, 3); 1 left over
+    fake = torch.zeros(5, 1, 2, 2)
+    fake[2] = 0.5
+    # |G(z0) - G(z2)| = 0.5 per pixel, |z0 - z2| = 1 per coordinate: ratio 0.5
+    assert float(losses.mode_seeking(fake, z, labels, eps=0.0)) == pytest.approx(2.0)
+    fake[2] = 1.0  # twice as different for the same latents: half the penalty
+    assert float(losses.mode_seeking(fake, z, labels, eps=0.0)) == pytest.approx(1.0)
+    fake[1], fake[3] = 5.0, -5.0  # (4, 3) crosses two labels: left out, as is 1
+    assert float(losses.mode_seeking(fake, z, labels, eps=0.0)) == pytest.approx(1.0)
+    fake.requires_grad_(True)
+    losses.mode_seeking(fake, z, labels).backward()
+    assert fake.grad[2].sum() < 0 < fake.grad[0].sum()  # pushes the pair apart
+    assert all(fake.grad[i].abs().sum() == 0 for i in (1, 3, 4))  # not in a same-label pair

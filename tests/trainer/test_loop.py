@@ -142,6 +142,15 @@ def test_recalibrate_bn_gives_the_ema_weights_their_own_statistics() -> None:
     assert loop.recalibrate_bn(torch.nn.Linear(2, 2), **kwargs) == 0  # no BatchNorm: untouched
 
 
+def test_mode_seeking_weighs_on_the_g_step_only(make_cfg, mnist_train) -> None:
+    plain = GANTrainer(make_cfg(steps=1), mnist_train)
+    plain.fit()
+    seeking = GANTrainer(make_cfg(steps=1, mode_seeking=1.0), mnist_train)
+    seeking.fit()
+    assert same_weights(plain.D.state_dict(), seeking.D.state_dict())  # the D step came first
+    assert not same_weights(plain.G.state_dict(), seeking.G.state_dict())
+
+
 def test_the_last_step_settles_the_emas_batchnorm(make_cfg, mnist_train, tmp_path) -> None:
     settled = GANTrainer(make_cfg(steps=6, ema_bn_batches=4), mnist_train,
                          callbacks=[Checkpointer(tmp_path, every=100)])
