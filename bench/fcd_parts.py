@@ -24,7 +24,7 @@ from ganforge.generator import latents
 from ganforge.settings import get_settings
 from trainer import classifier, judges
 from trainer.data import load_dataset
-from trainer.evaluate import frechet_distance
+from trainer.evaluate import frechet_distance, reference_index
 from trainer.export import load_torch_generator
 from trainer.judges import JudgeKey
 
@@ -62,12 +62,10 @@ def main() -> None:
         images = torch.cat([g(z[i:i + 1000], y[i:i + 1000]) for i in range(0, n, 1000)])
     f_gen = classifier.predict(judge.model, images)[1].numpy().astype(np.float64)
     f_test = classifier.predict_split(judge.model, test)[1].numpy().astype(np.float64)
-    # real train images, n/K of each class in a seeded order (evaluate's class-matched baseline)
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    shuffled = train.labels[order]
-    per = [order[shuffled == c][: n // k] for c in range(k)]
-    f_real = classifier.predict_split(judge.model, train, torch.cat(per))[1].numpy().astype(np.float64)
-    y_real = np.repeat(np.arange(k), [len(i) for i in per])
+    # real train images, n/K of each class: evaluate's class-matched baseline
+    index = reference_index(train, n, (n // k,) * k)
+    f_real = classifier.predict_split(judge.model, train, index)[1].numpy().astype(np.float64)
+    y_real = train.labels[index].numpy()
     y_test = test.labels.numpy()
 
     print(f"# {args.generator} | {n} samples, latents seed {args.seed} | judge {judge.source}")

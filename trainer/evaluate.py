@@ -100,14 +100,18 @@ def _reference(judge: Judge, dataset: str, data_dir: Path, n: int,
     judge and count: ``n`` seeded train images, or ``counts[c]`` of class c (at most what the
     set has) where the generated images come in those class counts."""
     train, test_np = _splits(judge, dataset, data_dir)
+    _, train_feats = classifier.predict_split(judge.model, train, reference_index(train, n, counts))
+    return test_np, frechet_distance(train_feats.numpy().astype(np.float64), test_np)
+
+
+def reference_index(train: Split, n: int, counts: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The baseline's real train images: the first ``n`` of a seeded order, or the first
+    ``counts[c]`` of class c in that order (class by class)."""
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     if counts is None:
-        idx = order[:n]
-    else:  # the first counts[c] images of class c in the same seeded order
-        shuffled = train.labels[order]
-        idx = torch.cat([order[shuffled == c][:m] for c, m in enumerate(counts)])
-    _, train_feats = classifier.predict_split(judge.model, train, idx)
-    return test_np, frechet_distance(train_feats.numpy().astype(np.float64), test_np)
+        return order[:n]
+    shuffled = train.labels[order]
+    return torch.cat([order[shuffled == c][:m] for c, m in enumerate(counts)])
 
 
 def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: Path,
