@@ -78,7 +78,11 @@ class TrainConfig(BaseModel):
                                        "of 256 (0: the live G's, copied each step)")
     lr_decay: Literal["none", "linear", "tail"] = Field(
         "none", description="learning-rate schedule: linear takes both rates to 0 at the last "
-                            "step; tail holds them, then takes them to 0 over the last quarter")
+                            "step; tail holds them, then takes them to 0 over the last lr_tail "
+                            "of the steps")
+    lr_tail: float = Field(0.25, gt=0.0, le=1.0,
+                           description="tail: the share of the steps over which both rates go to "
+                                       "0 (1: the same as linear)")
     r1_gamma: float = Field(R1_DEFAULT, ge=0.0, le=1000.0,
                             description="R1 penalty weight (gamma/2 * E|grad D(real)|^2; 0: off); "
                                         "left out, 0 with the wgan-gp loss (its own penalty) or a "

@@ -466,10 +466,10 @@ class GANTrainer:
 
     def schedule_lr(self) -> None:
         """Both learning rates for this step under ``lr_decay``: linear goes from the spec's
-        rates at step 0 to 0 at ``steps``; tail holds them for the first three quarters, then
-        goes linearly to 0 (a function of the step, so a resume continues it)."""
+        rates at step 0 to 0 at ``steps``; tail holds them, then goes linearly to 0 over the last
+        ``lr_tail`` of the steps (a function of the step, so a resume continues it)."""
         steps = self.cfg.steps
-        start = 0 if self.cfg.lr_decay == "linear" else steps - max(steps // 4, 1)
+        start = 0 if self.cfg.lr_decay == "linear" else steps - max(int(steps * self.cfg.lr_tail), 1)
         scale = min(1.0, max(0.0, (steps - self.step) / (steps - start)))
         for opt, lr in ((self.opt_g, self.cfg.lr_g), (self.opt_d, self.cfg.lr_d)):
             for group in opt.param_groups:

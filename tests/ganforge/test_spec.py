@@ -45,6 +45,8 @@ def test_r1_is_on_by_default_only_where_it_can_run(changes: dict) -> None:
     ({"ema_decay": 1.0}, "ema_decay"),
     ({"ema_bn_batches": 1001}, "ema_bn_batches"),
     ({"mode_seeking": -1.0}, "mode_seeking"),
+    ({"lr_tail": 0.0}, "lr_tail"),
+    ({"lr_tail": 1.5}, "lr_tail"),
     ({"real_label": 0.0}, "real_label"),
     ({"colour": "blue"}, "colour"),
 ])

@@ -461,6 +461,10 @@ def test_lr_decay_reaches_zero_at_the_last_step(make_cfg, mnist_train) -> None:
     GANTrainer(cfg.model_copy(update={"lr_decay": "tail", "steps": 8}), mnist_train,
                callbacks=[Rates()]).fit()
     assert seen == pytest.approx([8e-4] * 7 + [4e-4])  # held, then down over the last quarter
+    seen.clear()
+    GANTrainer(cfg.model_copy(update={"lr_decay": "tail", "lr_tail": 0.5, "steps": 8}), mnist_train,
+               callbacks=[Rates()]).fit()
+    assert seen == pytest.approx([8e-4] * 5 + [6e-4, 4e-4, 2e-4])  # over the last half
 
 
 def test_a_graphs_learning_rates_are_tensors_changed_in_place(make_cfg, mnist_train) -> None:
