@@ -8,6 +8,10 @@ the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reprod
 
 - ``deep7``: one more D conv, 3x3 at stride 1 on the 7x7 features (D's work about doubles).
 - ``mbstd``: ProGAN's minibatch standard deviation as one more 7x7 feature plane, then that conv.
+- ``mbstd_class``: the same plane, but per label (``models.layers.LabelSpread``), then a conv in
+  place of the default extra one (run with ``"d_extra_convs": 0``). It earned a field:
+  ``d_label_spread`` builds the same D (its conv is created in another order, so the weights
+  start elsewhere); this variant stays to reproduce the sweep's rows.
 - ``cbn``: conditional BatchNorm in G (BigGAN): each BatchNorm's gain and bias looked up by
   label, the label embedding still concatenated to z.
 - ``gdeep7``: G's counterpart of D's extra conv: a 3x3 stride-1 conv, BatchNorm and ReLU on G's
@@ -26,10 +30,10 @@ import torch
 from torch import nn
 
 import models
-from models.layers import maybe_sn
+from models.layers import LabelSpread, maybe_sn
 
-VARIANTS = ("none", "deep7", "mbstd", "cbn", "gdeep7", "gdeep7x2", "gdeep14", "wideg", "upconv",
-            "upconv28", "sng")
+VARIANTS = ("none", "deep7", "mbstd", "mbstd_class", "cbn", "gdeep7", "gdeep7x2", "gdeep14",
+            "wideg", "upconv", "upconv28", "sng")
 
 
 class MinibatchStd(nn.Module):
@@ -44,6 +48,21 @@ class MinibatchStd(nn.Module):
         g = min(self.group, n)
         std = x.view(g, -1, c, h, w).var(0, unbiased=False).add(1e-8).sqrt().mean([1, 2, 3])  # (n/g,)
         return torch.cat([x, std.view(-1, 1, 1, 1).repeat(g, 1, h, w)], 1)  # (n, c + 1, h, w)
+
+
+class ClassMbstdDiscriminator(nn.Module):
+    """D's strided convs, the per-label spread plane, one 3x3 conv, D's own head."""
+
+    def __init__(self, d: nn.Module, convs: list[nn.Module], conv: nn.Module) -> None:
+        super().__init__()
+        self.cfg, self.head = d.cfg, d.head
+        self.pre = nn.Sequential(*convs)
+        self.std = LabelSpread(d.cfg.num_classes)
+        self.post = nn.Sequential(conv, nn.LeakyReLU(0.2), nn.Flatten())
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        phi = self.post(self.std(self.pre(x), labels))  # (N, 2w*7*7)
+        return self.head(phi, labels)
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -112,6 +131,8 @@ def patch(variant: str) -> None:
             G.up[0], G.up[3] = maybe_sn(G.up[0], True), maybe_sn(G.up[3], True)
         elif variant == "wideg":
             G, _ = build(family, dataclasses.replace(arch, width=arch.width * 3 // 2))
+        elif variant == "mbstd_class":
+            D = ClassMbstdDiscriminator(D, convs, maybe_sn(nn.Conv2d(top + 1, top, 3, padding=1), sn))
         elif variant in ("deep7", "mbstd"):
             extra = [MinibatchStd()] if variant == "mbstd" else []
             conv = maybe_sn(nn.Conv2d(top + len(extra), top, 3, padding=1), sn)

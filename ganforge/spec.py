@@ -58,6 +58,9 @@ class TrainConfig(BaseModel):
         "projection", description="how a conditional D sees the label")
     d_extra_convs: int = Field(1, ge=0, le=4, description="dcgan: 3x3 stride-1 convs on D's "
                                                           "last feature map (D's capacity)")
+    d_label_spread: bool = Field(False, description="dcgan, conditional: D's first extra conv also "
+                                                    "sees each image's label's feature spread over "
+                                                    "the batch (minibatch std per label)")
     real_label: float = Field(1.0, gt=0.0, le=1.0,
                               description="target for real images in BCE (0.9: one-sided smoothing)")
     gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
@@ -181,6 +184,15 @@ class TrainConfig(BaseModel):
         if channels not in datasets.CHANNELS:
             raise ValueError("must be 1 (grey) or 3 (colour)")
         return channels
+
+    @field_validator("d_label_spread")
+    @classmethod
+    def _spread_needs(cls, spread: bool, info: ValidationInfo) -> bool:
+        if spread and (info.data.get("family") != "dcgan" or not info.data.get("conditional")
+                       or not info.data.get("d_extra_convs")):
+            raise ValueError("needs the dcgan family, conditional, and d_extra_convs >= 1 (the "
+                             "spread plane goes in before the first extra conv)")
+        return spread
 
     @field_validator("schedule")
     @classmethod

@@ -32,6 +32,9 @@ class ModelConfig:
     d_conditioning: Conditioning = "projection"
     d_dropout: float = 0.3  # the classic MLP D's dropout; dcgan ignores it
     d_extra_convs: int = 0  # dcgan: 3x3 stride-1 convs on D's last feature map; mlp ignores it
+    # dcgan, conditional, with an extra conv: before the first extra conv, D appends one plane,
+    # each image's label's feature spread over the batch (models.layers.LabelSpread)
+    d_label_spread: bool = False
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
@@ -51,6 +54,9 @@ class ModelConfig:
             raise ValueError(f"d_conditioning must be projection or concat, got {self.d_conditioning!r}")
         if not 0 <= self.d_extra_convs <= MAX_EXTRA_CONVS:
             raise ValueError(f"d_extra_convs must be in [0, {MAX_EXTRA_CONVS}], got {self.d_extra_convs}")
+        if self.d_label_spread and (not self.conditional or self.d_extra_convs < 1):
+            raise ValueError("d_label_spread needs a conditional model and d_extra_convs >= 1 "
+                             "(the plane goes in before the first extra conv)")
         if not 0.0 <= self.d_dropout < 1.0:
             raise ValueError(f"d_dropout must be in [0, 1), got {self.d_dropout}")
 

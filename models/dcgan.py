@@ -6,7 +6,8 @@ D mirrors it: k strided convs from channels x S x S down to (w * 2^(k-1)) x s x 
 no BatchNorm (so WGAN-GP's per-sample gradient penalty and spectral norm both apply), then
 ``d_extra_convs`` 3x3 convs at stride 1 on that last feature map (capacity where the map is
 smallest: at 28, one doubles D's work; the reference recipe has one), then a linear or
-projection head.
+projection head. With ``d_label_spread``, the first of those convs also sees one more plane:
+each image's label's feature spread over the batch (``LabelSpread``).
 
     image_size  s  k  G's sides              top channels (w = width)
     28          7  2  7 -> 14 -> 28          2w   (the MNIST layout, unchanged)
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.layers import ProjectionHead, check_labels, check_size, maybe_sn
+from models.layers import LabelSpread, ProjectionHead, check_labels, check_size, maybe_sn
 
 # image_size -> (start side s, up/down-sampling blocks k)
 PLANS: dict[int, tuple[int, int]] = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
@@ -82,8 +83,12 @@ class Discriminator(nn.Module):
             layers += [maybe_sn(nn.Conv2d(c_in, c, 4, stride=2, padding=1), sn), nn.LeakyReLU(0.2)]
             c_in, c, side = c, 2 * c, side // 2
             # (N, c_in, side, side): at 28, (N, w, 14, 14) then (N, 2w, 7, 7)
-        for _ in range(cfg.d_extra_convs):
-            layers += [maybe_sn(nn.Conv2d(top, top, 3, stride=1, padding=1), sn), nn.LeakyReLU(0.2)]
+        self.spread = LabelSpread(cfg.num_classes) if cfg.d_label_spread else None
+        if self.spread is not None:
+            layers.append(self.spread)  # (N, top + 1, s, s)
+        for i in range(cfg.d_extra_convs):
+            c_in = top + int(i == 0 and self.spread is not None)
+            layers += [maybe_sn(nn.Conv2d(c_in, top, 3, stride=1, padding=1), sn), nn.LeakyReLU(0.2)]
             # (N, top, s, s): the same side
         self.body = nn.Sequential(*layers, nn.Flatten())
         projection = cfg.num_classes if cfg.conditional and not concat else 0
@@ -94,5 +99,10 @@ class Discriminator(nn.Module):
         if self.concat_embed is not None:
             side = self.cfg.image_size
             x = torch.cat([x, self.concat_embed(labels).view(-1, 1, side, side)], dim=1)
-        phi = self.body(x)  # (N, top * s * s): at 28, (N, 2w*7*7)
+        if self.spread is None:
+            phi = self.body(x)  # (N, top * s * s): at 28, (N, 2w*7*7)
+        else:  # the spread plane needs the labels mid-body
+            phi = x
+            for layer in self.body:
+                phi = layer(phi, labels) if layer is self.spread else layer(phi)
         return self.head(phi, None if self.concat_embed is not None else labels)  # (N,) logits

@@ -33,6 +33,30 @@ class ProjectionHead(nn.Module):
         return out
 
 
+class LabelSpread(nn.Module):
+    """ProGAN's minibatch standard deviation, per label: appends one plane holding, for each
+    image, the standard deviation of the features over the batch's images of its own label
+    (averaged over channels and pixels; ~0 for a label seen once). A conditional batch mixes
+    labels, so the plain form mostly measures how different the labels are; this one lets D tell
+    a batch whose 3s are all alike from real 3s. Computed in float32 (under autocast too)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"LabelSpread needs at least 2 classes, got {num_classes}")
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        flat = x.float().flatten(1)  # (n, c*h*w)
+        onehot = nn.functional.one_hot(labels, self.num_classes).to(flat.dtype)  # (n, K)
+        counts = onehot.sum(0).clamp(min=1).unsqueeze(1)  # (K, 1)
+        mean = onehot.T @ flat / counts  # (K, c*h*w)
+        var = (onehot.T @ flat.square() / counts - mean.square()).clamp(min=0)
+        spread = var.add(1e-8).sqrt().mean(1)[labels]  # (n,): each image's label's spread
+        return torch.cat([x, spread.to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)], 1)  # (n, c+1, h, w)
+
+
 def check_labels(labels: torch.Tensor | None, num_classes: int, batch: int) -> None:
     if torch.jit.is_tracing():  # shapes are symbolic while exporting
         return

@@ -76,7 +76,7 @@ def architecture(cfg: TrainConfig, num_classes: int) -> models.ModelConfig:
                               image_size=cfg.image_size, channels=cfg.channels,
                               width=cfg.width, embed_dim=cfg.embed_dim,
                               spectral_norm=cfg.spectral_norm, d_conditioning=cfg.d_conditioning,
-                              d_extra_convs=cfg.d_extra_convs)
+                              d_extra_convs=cfg.d_extra_convs, d_label_spread=cfg.d_label_spread)
 
 
 def check_shape(cfg: TrainConfig, data: Split) -> None:

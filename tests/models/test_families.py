@@ -5,6 +5,7 @@ import torch
 
 import models
 from models import FAMILIES, ModelConfig
+from models.layers import LabelSpread
 
 CASES = [(f, nc, cond) for f in FAMILIES for nc in (0, 10)
          for cond in (("projection", "concat") if nc else ("projection",))]
@@ -69,6 +70,8 @@ def test_unknown_family_lists_the_known_ones() -> None:
     ({"d_extra_convs": -1}, "d_extra_convs must be in .0, 4."), ({"d_extra_convs": 5}, "d_extra_convs"),
     ({"image_size": 48}, "image_size must be one of 28, 32, 64"),
     ({"channels": 2}, "channels must be 1 .grey. or 3 .colour."),
+    ({"d_label_spread": True, "num_classes": 10}, "d_label_spread needs .* d_extra_convs >= 1"),
+    ({"d_label_spread": True, "d_extra_convs": 1}, "d_label_spread needs a conditional model"),
 ])
 def test_config_invariants(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
@@ -94,3 +97,50 @@ def test_d_extra_convs_add_stride_one_convs_on_the_last_feature_map(size: int) -
         assert D(x, y).shape == (3,)
     mlp = [models.build("mlp", ModelConfig(num_classes=10, width=16, d_extra_convs=k))[1] for k in (0, 2)]
     assert [p.shape for p in mlp[0].parameters()] == [p.shape for p in mlp[1].parameters()]
+
+
+@pytest.mark.parametrize("conditioning", ["projection", "concat"])
+def test_d_label_spread_scores_an_image_with_the_batchs_images_of_its_label(conditioning: Any) -> None:
+    """With the spread plane, an image's score depends on the other images of its label in the
+    batch and on no image of another label; without it, on no other image at all."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=10, width=8, spectral_norm=True, d_extra_convs=1,
+                      d_conditioning=conditioning)
+    D: Any = models.build("dcgan", ModelConfig(**{**cfg.to_dict(), "d_label_spread": True}))[1]
+    plain: Any = models.build("dcgan", cfg)[1]
+    D.eval()
+    plain.eval()  # spectral norm's power iteration would move between the calls otherwise
+    first = next(m for m in D.body if isinstance(m, torch.nn.Conv2d) and m.stride == (1, 1))
+    assert first.in_channels == D.head.linear.in_features // 49 + 1  # top channels + the plane
+    top = first.out_channels  # the plane adds one input channel to that conv, nothing else
+    assert sum(p.numel() for p in D.parameters()) == sum(p.numel() for p in plain.parameters()) + top * 9
+    assert plain.spread is None and not any(isinstance(m, LabelSpread) for m in plain.modules())
+    x, y = torch.randn(6, 1, 28, 28), torch.tensor([3, 3, 3, 5, 5, 7])
+    with torch.no_grad():
+        base, base_plain = D(x, y), plain(x, y)
+        other = x.clone()
+        other[3:] = torch.randn(3, 1, 28, 28)  # the 5s and the 7 change, the 3s do not
+        moved, moved_plain = D(other, y), plain(other, y)
+        same = x.clone()
+        same[1] = torch.randn(1, 28, 28)  # one of the 3s changes
+        by_a_three = D(same, y)
+    assert torch.equal(moved[:3], base[:3])  # other labels' images do not reach a 3's score
+    assert not torch.allclose(by_a_three[[0, 2]], base[[0, 2]])  # its own label's do
+    assert torch.equal(moved_plain[:3], base_plain[:3])
+    assert torch.equal(plain(same, y)[[0, 2]], base_plain[[0, 2]])  # the plain D: no other image
+
+
+def test_label_spread_is_each_labels_feature_spread() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(7, 4, 3, 3), torch.tensor([0, 0, 0, 2, 2, 1, 0])
+    out = LabelSpread(3)(x, y)
+    assert out.shape == (7, 5, 3, 3) and torch.equal(out[:, :4], x)
+    for label in (0, 2):
+        rows = x[y == label]
+        want = rows.var(0, unbiased=False).add(1e-8).sqrt().mean()
+        assert torch.allclose(out[y == label, 4], want.expand(len(rows), 3, 3), atol=1e-6)
+    assert out[5, 4].max() < 1e-3  # a label seen once has no spread
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert LabelSpread(3)(x.bfloat16(), y).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LabelSpread(1)

@@ -215,7 +215,9 @@ def test_fast_options_match_the_default_recipe_early(make_cfg, mnist_train, opti
     # the recipe's options: a schedule of the step, DiffAugment's draws, lazy R1
     {"lr_decay": "linear", "augment": "translation+cutout", "r1_gamma": 1.0, "r1_every": 3},
     {"compile": "graph", "lr_decay": "linear", "augment": "translation", "log_every": 3},
-    {"compile": "graph", "r1_gamma": 1.0, "r1_every": 3},  # R1's steps outside the graph
+    # R1's steps outside the graph; D's label spread plane (R1 differentiates through it too)
+    {"compile": "graph", "r1_gamma": 1.0, "r1_every": 3, "d_label_spread": True},
+    {"lr_decay": "tail", "lr_tail": 0.5, "d_label_spread": True, "amp": "bf16"},
 ])
 def test_resume_is_exact_with_fast_options(make_cfg, mnist_train, tmp_path, device, changes) -> None:
     """4 steps, a checkpoint, the other 4 from it equals 8 in one go (CUDA: to float tolerance, its

@@ -65,6 +65,9 @@ def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mni
     for name in ADDED_LATER:
         del ckpt["config"][name]
     del ckpt["architecture"]["d_extra_convs"]
+    # fields whose default is the old behaviour: a checkpoint without them has them off
+    del ckpt["config"]["lr_tail"], ckpt["config"]["d_label_spread"]
+    del ckpt["architecture"]["d_label_spread"]
     for name, value in (("lr_decay", "linear"), ("r1_gamma", 0.5), ("augment", "translation")):
         monkeypatch.setattr(TrainConfig.model_fields[name], "default", value)
     TrainConfig.model_rebuild(force=True)
@@ -74,12 +77,20 @@ def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mni
         assert (resumed.cfg.lr_decay, resumed.cfg.r1_gamma, resumed.cfg.augment) == ("none", 0.0, "none")
         assert resumed.cfg.d_extra_convs == resumed.arch.d_extra_convs == 0 != TrainConfig().d_extra_convs
         assert resumed.cfg.ema_bn_batches == 0 != TrainConfig().ema_bn_batches
+        assert not resumed.cfg.d_label_spread and resumed.D.spread is None
+        assert resumed.cfg.lr_tail == 0.25
         resumed.fit()  # the D it was trained with: its weights loaded, one more step taken
         assert resumed.step == 3
     finally:
         monkeypatch.undo()
         TrainConfig.model_rebuild(force=True)
     assert TrainConfig().lr_decay == "none"
+
+
+def test_d_label_spread_reaches_the_discriminator(make_cfg, mnist_train) -> None:
+    t = GANTrainer(make_cfg(d_label_spread=True), mnist_train)
+    assert t.arch.d_label_spread and t.D.spread is not None
+    assert GANTrainer(make_cfg(), mnist_train).D.spread is None
 
 
 def test_same_seed_same_weights_other_seed_differs(make_cfg, mnist_train) -> None:
