@@ -1,0 +1,67 @@
+"""Milliseconds a training step of each TrainConfig change, against the first, on this machine.
+
+    python bench/step_time.py '{}' '{"d_label_spread": true}' '{"width": 48}'
+
+Each config gets its own trainer on the real data set (the loop ``ganforge train`` runs, with
+no callbacks: no judging, sampling or checkpointing); the configs take turns for ``--rounds``
+rounds of ``--steps`` steps after ``--warmup`` steps each, so a machine that slows down mid-run
+slows them all, and the medians are printed with each one's ratio to the first config. What a
+sweep needs to give a slower change the same seconds as the recipe (``bench/sweep.py --steps``).
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+import torch
+
+from ganforge.settings import get_settings
+from ganforge.spec import TrainConfig
+from trainer.data import load_dataset
+from trainer.loop import GANTrainer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("configs", nargs="+", help="JSON objects of TrainConfig changes")
+    p.add_argument("--steps", type=int, default=30, help="steps a round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's)")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    print(f"# {platform.node()} {device} torch {torch.__version__} threads {torch.get_num_threads()} "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')} | {args.rounds} rounds of {args.steps} steps, "
+          f"{args.warmup} warm-up", flush=True)
+    data = load_dataset("mnist", get_settings().data_dir, train=True)
+    steps = args.warmup + args.rounds * args.steps
+    trainers = [GANTrainer(TrainConfig(**{"steps": steps, "device": device, **json.loads(c)}), data)
+                for c in args.configs]
+    for t in trainers:
+        for _ in range(args.warmup):
+            t.one_step()
+    times: list[list[float]] = [[] for _ in trainers]
+    for _ in range(args.rounds):
+        for t, seen in zip(trainers, times, strict=True):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                t.one_step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            seen.append((time.perf_counter() - start) / args.steps * 1000)
+    first = statistics.median(times[0])
+    print("| config | ms a step (median) | rounds | against the first |")
+    print("|---|---|---|---|")
+    for config, seen in zip(args.configs, times, strict=True):
+        ms = statistics.median(seen)
+        print(f"| `{config}` | {ms:.1f} | {', '.join(f'{s:.1f}' for s in seen)} | {ms / first:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
