@@ -68,7 +68,7 @@ serve: install
 	$(BIN)/ganforge serve --port $${PORT:-3000}
 
 # Reproduce the shipped default model (services/assets/default): the reference recipe, seed 0,
-# ~5.5 min on 2 cores; then commit what changed there.
+# ~5 min of training on 2 cores (BENCHMARKS.md); then commit what changed there.
 pretrained: data
 	@mkdir -p runs
 	$(BIN)/ganforge train --seed 0 --run-dir runs/pretrained-$$(date +%s) --json > runs/pretrained.json

@@ -1,7 +1,7 @@
 """Train, export, evaluate and register recipes end to end; print quality and wall time.
 
     python bench/quality.py                       # the three recipes of BENCHMARKS.md
-    python bench/quality.py --recipe reference --steps 1800
+    python bench/quality.py --recipe reference --steps 3500
 
 Each recipe runs the same pipeline as ``ganforge train`` (train, ONNX export with parity check,
 evaluation on 10,000 samples, registration) in a throwaway model store and run directory, and
@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ganforge.spec import TrainConfig  # imports no bentoml: BENTOML_HOME is set below first
+
 RECIPES: dict[str, dict] = {
     # the defaults of TrainConfig: what `ganforge train` runs with no options
     "reference": {"family": "dcgan", "conditional": True},
@@ -27,7 +29,7 @@ RECIPES: dict[str, dict] = {
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--recipe", action="append", choices=sorted(RECIPES))
-    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--steps", type=int, default=TrainConfig.model_fields["steps"].default)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--eval-samples", type=int, default=10_000)
@@ -38,7 +40,6 @@ def main() -> None:
     import torch
 
     from ganforge.settings import get_settings
-    from ganforge.spec import TrainConfig
     from trainer import pipeline
 
     settings = get_settings()

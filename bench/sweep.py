@@ -108,7 +108,7 @@ def summary(rows: list, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("configs", nargs="+", help="JSON objects of TrainConfig changes")
-    p.add_argument("--steps", type=int, default=1800)
+    p.add_argument("--steps", type=int, default=TrainConfig.model_fields["steps"].default)
     p.add_argument("--eval-every", type=int, default=1000)
     p.add_argument("--samples", type=int, default=2000, help="samples per periodic judgement")
     p.add_argument("--final-samples", type=int, default=10_000, help="samples at the last step")

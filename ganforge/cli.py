@@ -1,6 +1,6 @@
 """The ``ganforge`` command line.
 
-    ganforge train [--family dcgan --conditional --steps 1800 --device cpu --seed 0 ...]
+    ganforge train [--family dcgan --conditional --steps 3500 --device cpu --seed 0 ...]
     ganforge train --resume RUN_DIR [--steps N]
     ganforge evaluate TAG
     ganforge models list

@@ -80,7 +80,7 @@ class TrainConfig(BaseModel):
                                        "re-estimated for its own weights over this many batches "
                                        "of 256 (0: the live G's, copied each step)")
     lr_decay: Literal["none", "linear", "tail"] = Field(
-        "none", description="learning-rate schedule: linear takes both rates to 0 at the last "
+        "tail", description="learning-rate schedule: linear takes both rates to 0 at the last "
                             "step; tail holds them, then takes them to 0 over the last lr_tail "
                             "of the steps")
     lr_tail: float = Field(0.25, gt=0.0, le=1.0,
@@ -108,7 +108,7 @@ class TrainConfig(BaseModel):
                                            "of its fakes real")
     g_steps: int = Field(1, ge=1, le=100,
                          description="threshold schedule: G steps at least per round")
-    steps: int = Field(1800, ge=1, le=10_000_000, description="G steps (threshold schedule: rounds)")
+    steps: int = Field(3500, ge=1, le=10_000_000, description="G steps (threshold schedule: rounds)")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="seed of weights, noise and data order")
     subset: int = Field(0, ge=0, le=MAX_SUBSET, description="train on the first N images (0: all)")
     # --- how fast (trainer/fastpath.py): the same training up to float rounding; auto = the

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 BIN=.venv/bin
 STATE=${GANFORGE_DEMO_DIR:-$PWD/var/demo}
 PORT=${PORT:-3000}
-STEPS=${DEMO_STEPS:-1800}
+STEPS=${DEMO_STEPS:-$($BIN/python -c 'from ganforge.spec import TrainConfig; print(TrainConfig().steps)')}
 mkdir -p "$STATE" out
 export GANFORGE_VAR_DIR=$STATE GANFORGE_RUNS_DIR=$STATE/runs BENTOML_HOME=$STATE/bentoml
 export GANFORGE_WORKER_METRICS_PORT=${GANFORGE_WORKER_METRICS_PORT:-0} BENTOML_DO_NOT_TRACK=true

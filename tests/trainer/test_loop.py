@@ -84,7 +84,7 @@ def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mni
     finally:
         monkeypatch.undo()
         TrainConfig.model_rebuild(force=True)
-    assert TrainConfig().lr_decay == "none"
+    assert TrainConfig().lr_decay == "tail"
 
 
 def test_d_label_spread_reaches_the_discriminator(make_cfg, mnist_train) -> None:
