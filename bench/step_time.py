@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from train import sync  # bench/train.py, beside this script
 
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
@@ -33,13 +34,13 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     print(f"# {platform.node()} {device} torch {torch.__version__} threads {torch.get_num_threads()} "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')} | {args.rounds} rounds of {args.steps} steps, "
           f"{args.warmup} warm-up", flush=True)
     data = load_dataset("mnist", get_settings().data_dir, train=True)
     steps = args.warmup + args.rounds * args.steps
-    trainers = [GANTrainer(TrainConfig(**{"steps": steps, "device": device, **json.loads(c)}), data)
+    trainers = [GANTrainer(TrainConfig(**{"steps": steps, "device": device.type, **json.loads(c)}), data)
                 for c in args.configs]
     for t in trainers:
         for _ in range(args.warmup):
@@ -47,13 +48,11 @@ def main() -> None:
     times: list[list[float]] = [[] for _ in trainers]
     for _ in range(args.rounds):
         for t, seen in zip(trainers, times, strict=True):
-            if device == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             start = time.perf_counter()
             for _ in range(args.steps):
                 t.one_step()
-            if device == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             seen.append((time.perf_counter() - start) / args.steps * 1000)
     first = statistics.median(times[0])
     print("| config | ms a step (median) | rounds | against the first |")
