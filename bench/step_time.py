@@ -1,12 +1,14 @@
 """Milliseconds a training step of each TrainConfig change, against the first, on this machine.
 
     python bench/step_time.py '{}' '{"d_label_spread": true}' '{"width": 48}'
+    python bench/step_time.py '{}' '{"variant": "flathead"}'
 
 Each config gets its own trainer on the real data set (the loop ``ganforge train`` runs, with
 no callbacks: no judging, sampling or checkpointing); the configs take turns for ``--rounds``
 rounds of ``--steps`` steps after ``--warmup`` steps each, so a machine that slows down mid-run
 slows them all, and the medians are printed with each one's ratio to the first config. What a
 sweep needs to give a slower change the same seconds as the recipe (``bench/sweep.py --steps``).
+A config's ``"variant"`` key builds that architecture variant of ``bench/variants.py`` instead.
 """
 
 import argparse
@@ -16,6 +18,7 @@ import statistics
 import time
 
 import torch
+import variants  # bench/variants.py, beside this script
 from train import sync  # bench/train.py, beside this script
 
 from ganforge.settings import get_settings
@@ -40,8 +43,12 @@ def main() -> None:
           f"{args.warmup} warm-up", flush=True)
     data = load_dataset("mnist", get_settings().data_dir, train=True)
     steps = args.warmup + args.rounds * args.steps
-    trainers = [GANTrainer(TrainConfig(**{"steps": steps, "device": device.type, **json.loads(c)}), data)
-                for c in args.configs]
+    trainers = []
+    for c in args.configs:
+        changes = json.loads(c)
+        with variants.building(changes.pop("variant", "none")):
+            trainers.append(GANTrainer(TrainConfig(**{"steps": steps, "device": device.type,
+                                                      **changes}), data))
     for t in trainers:
         for _ in range(args.warmup):
             t.one_step()

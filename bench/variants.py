@@ -22,9 +22,16 @@ the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reprod
   convolution (Odena et al., 2016: no checkerboard pattern), same channels; ``upconv28``
   only the last one (to 28x28, where the pattern would be in the pixels; the cheap one).
 - ``sng``: spectral norm on G's linear and convolutions too (SAGAN, Zhang et al., 2019).
+- ``flathead``: D's projection head as it was until 2026-11-29's seventh session: the 7x7
+  features copied into (C, H, W) order, then ``w.phi + b`` and an elementwise product with the
+  label's embedding, in float32 beside the bf16 features. The same function as today's head
+  (one matrix product on the features in their memory order); ``bench/step_time.py`` times the
+  two. (D's body then ended in ``nn.Flatten``; the rows of the sweeps before that day ran so.)
 """
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -33,7 +40,7 @@ import models
 from models.layers import LabelSpread, maybe_sn
 
 VARIANTS = ("none", "deep7", "mbstd", "mbstd_class", "cbn", "gdeep7", "gdeep7x2", "gdeep14",
-            "wideg", "upconv", "upconv28", "sng")
+            "wideg", "upconv", "upconv28", "sng", "flathead")
 
 
 class MinibatchStd(nn.Module):
@@ -58,11 +65,24 @@ class ClassMbstdDiscriminator(nn.Module):
         self.cfg, self.head = d.cfg, d.head
         self.pre = nn.Sequential(*convs)
         self.std = LabelSpread(d.cfg.num_classes)
-        self.post = nn.Sequential(conv, nn.LeakyReLU(0.2), nn.Flatten())
+        self.post = nn.Sequential(conv, nn.LeakyReLU(0.2))
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        phi = self.post(self.std(self.pre(x), labels))  # (N, 2w*7*7)
+        phi = self.post(self.std(self.pre(x), labels))  # (N, 2w, 7, 7)
         return self.head(phi, labels)
+
+
+class FlatHead(nn.Module):
+    """The old projection head around today's one (its parameters): flatten, then two terms."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, phi: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        phi = phi.flatten(1)  # (N, 2w*7*7) in (C, H, W) order: a copy of channels_last features
+        out = self.head.linear(phi).squeeze(1)
+        return out + (self.head.embed(labels) * phi).sum(dim=1)
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -106,7 +126,7 @@ def patch(variant: str) -> None:
         if family != "dcgan" or arch.image_size != 28 or not arch.conditional:
             raise SystemExit("the variants are of the conditional 28x28 DCGAN only")
         top, sn = arch.width * 2, arch.spectral_norm
-        *convs, flatten = list(D.body)
+        convs = list(D.body)
         if variant == "cbn":
             G = CBNGenerator(G)
         elif variant in ("gdeep7", "gdeep7x2", "gdeep14"):
@@ -136,7 +156,22 @@ def patch(variant: str) -> None:
         elif variant in ("deep7", "mbstd"):
             extra = [MinibatchStd()] if variant == "mbstd" else []
             conv = maybe_sn(nn.Conv2d(top + len(extra), top, 3, padding=1), sn)
-            D.body = nn.Sequential(*convs, *extra, conv, nn.LeakyReLU(0.2), flatten)  # (N, 2w*7*7)
+            D.body = nn.Sequential(*convs, *extra, conv, nn.LeakyReLU(0.2))  # (N, 2w, 7, 7)
+        elif variant == "flathead":
+            D.head = FlatHead(D.head)
         return G, D
 
     models.build = patched  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def building(variant: str) -> Iterator[None]:
+    """``patch`` for what is built inside the block only (``models.build`` restored after);
+    ``none`` leaves every family and size as it is."""
+    build = models.build
+    if variant != "none":
+        patch(variant)
+    try:
+        yield
+    finally:
+        models.build = build  # type: ignore[assignment]

@@ -72,9 +72,10 @@ class TrainConfig(BaseModel):
     beta2: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta2")
     d_steps: int = Field(0, ge=0, le=100,
                          description="D (critic) steps per G step; 0 = 5 for wgan-gp, else 1")
-    ema_decay: float = Field(0.99, ge=0.0, lt=1.0,
+    ema_decay: float = Field(0.995, ge=0.0, lt=1.0,
                              description="EMA decay of G (0: no EMA); a warm-up, (1 + step) / "
-                                         "(10 + step), caps it early: 0.99 applies from step 890")
+                                         "(10 + step), caps it early: 0.995 applies from step "
+                                         "1790")
     ema_bn_batches: int = Field(
         50, ge=0, le=1000, description="at the last step, the EMA generator's BatchNorm statistics "
                                        "re-estimated for its own weights over this many batches "

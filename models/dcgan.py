@@ -90,7 +90,7 @@ class Discriminator(nn.Module):
             c_in = top + int(i == 0 and self.spread is not None)
             layers += [maybe_sn(nn.Conv2d(c_in, top, 3, stride=1, padding=1), sn), nn.LeakyReLU(0.2)]
             # (N, top, s, s): the same side
-        self.body = nn.Sequential(*layers, nn.Flatten())
+        self.body = nn.Sequential(*layers)
         projection = cfg.num_classes if cfg.conditional and not concat else 0
         self.head = ProjectionHead(top * start * start, projection, sn)
 
@@ -100,7 +100,7 @@ class Discriminator(nn.Module):
             side = self.cfg.image_size
             x = torch.cat([x, self.concat_embed(labels).view(-1, 1, side, side)], dim=1)
         if self.spread is None:
-            phi = self.body(x)  # (N, top * s * s): at 28, (N, 2w*7*7)
+            phi = self.body(x)  # (N, top, s, s): at 28, (N, 2w, 7, 7)
         else:  # the spread plane needs the labels mid-body
             phi = x
             for layer in self.body:

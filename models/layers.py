@@ -11,12 +11,19 @@ def maybe_sn(layer: nn.Module, enabled: bool) -> nn.Module:
 
 
 class ProjectionHead(nn.Module):
-    """D's output from a feature vector: ``w.phi + b`` plus ``<embed(y), phi>`` when conditional.
+    """D's output from its features: ``w.phi + b`` plus ``<embed(y), phi>`` when conditional.
 
     The inner product with a class embedding is the projection discriminator's way to say
     "is this a real image *of this class*" without concatenating labels to the input. The
     embedding is left out of spectral norm: bounding it slowed label learning (README, "The
     reference recipe").
+
+    Both products are one matrix product, ``phi`` against ``w`` and every class's embedding
+    (N x (1 + classes)), from which each row's own class is picked: no (N, features) gather of
+    embeddings, no elementwise product in float32 beside bf16 features. ``phi`` may be a
+    (N, C, H, W) map, flattened in its own memory order (channels_last: H, W, C) with the
+    weights' columns permuted to match, so the map is never copied into (C, H, W) order; the
+    parameters keep the (C, H, W) order of ``nn.Flatten``, and old checkpoints load as they are.
     """
 
     def __init__(self, features: int, num_classes: int, sn: bool) -> None:
@@ -25,11 +32,20 @@ class ProjectionHead(nn.Module):
         self.embed = nn.Embedding(num_classes, features) if num_classes else None
 
     def forward(self, phi: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        out = self.linear(phi).squeeze(1)
+        if self.embed is not None and labels is None:
+            raise ValueError("a conditional discriminator needs labels")
+        # (1, F); spectral norm's power step runs here, once (maybe_sn types it as a Module)
+        rows: torch.Tensor = self.linear.weight  # type: ignore[assignment]
+        bias: torch.Tensor = self.linear.bias  # type: ignore[assignment]
         if self.embed is not None:
-            if labels is None:
-                raise ValueError("a conditional discriminator needs labels")
-            out = out + (self.embed(labels) * phi).sum(dim=1)
+            rows = torch.cat([rows, self.embed.weight])  # (1 + classes, F)
+        if phi.dim() == 4 and phi.is_contiguous(memory_format=torch.channels_last):
+            rows = rows.view(-1, *phi.shape[1:]).permute(0, 2, 3, 1).reshape(rows.shape[0], -1)
+            phi = phi.permute(0, 2, 3, 1)  # (N, H, W, C): a view of channels_last memory
+        scores = nn.functional.linear(phi.reshape(phi.shape[0], -1), rows)  # (N, 1 + classes)
+        out = scores[:, 0] + bias
+        if self.embed is not None and labels is not None:
+            out = out + scores[:, 1:].gather(1, labels[:, None]).squeeze(1)
         return out
 
 
