@@ -345,17 +345,17 @@ async function submitJob(event) {
   event.preventDefault();
   const status = $("jobs-status");
   try {
-    const steps = wholeNumber($("job-steps"), "Steps", 1, 10000000);
+    // empty: the recipe's own steps (the server's default, every 500 a grid and a checkpoint)
+    const steps = wholeNumber($("job-steps"), "Steps", 1, 10000000, { optional: true });
     say(status, "Submitting…");
+    const every = steps === null ? null : Math.max(1, Math.min(500, Math.round(steps / 10)));
     const spec = {
       family: $("job-family").value,
       conditional: $("job-conditional").checked,
       loss: $("job-loss").value,
-      steps,
       ...($("job-dataset").value === "mnist" ? {} : { dataset: $("job-dataset").value }),
       // a grid and a checkpoint about every tenth of the run, at most every 500 steps
-      sample_every: Math.max(1, Math.min(500, Math.round(steps / 10))),
-      checkpoint_every: Math.max(1, Math.min(500, Math.round(steps / 10))),
+      ...(steps === null ? {} : { steps, sample_every: every, checkpoint_every: every }),
     };
     const job = await api("/jobs", { method: "POST", body: spec, token });
     say(status, `Job ${job.id.slice(0, 8)} queued.`, "ok");

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from ganforge.spec import TrainConfig
 from tests.services.test_service import decode, read_digits
 from tests.utils.server import TOKEN
 from tests.utils.workers import Worker
@@ -117,13 +118,14 @@ def test_clicking_7_draws_sevens_and_the_strip_appears(page) -> None:
     assert page.errors == []
 
 
-def submit(page, family: str, loss: str, steps: int):
-    """Submit a job with the page's form; returns the locator of its row."""
+def submit(page, family: str, loss: str, steps: int | None):
+    """Submit a job with the page's form (``steps`` None: the field left empty); returns the
+    locator of its row."""
     from playwright.sync_api import expect
 
     page.select_option("#job-family", family)
     page.select_option("#job-loss", loss)
-    page.fill("#job-steps", str(steps))
+    page.fill("#job-steps", "" if steps is None else str(steps))
     page.click("#job-form button[type=submit]")  # the status says "Submitting…" at once
     status = page.locator("#jobs-status")
     expect(status).to_have_text(re.compile(r"^Job [0-9a-f]{8} queued\.$"))
@@ -179,6 +181,14 @@ def test_jobs_panel_submits_a_job_and_watches_it_finish(page, server, tmp_path, 
     walk(page, 1, 2, 8)
     page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
     assert (tmp_path / "playground.png").stat().st_size > 10_000
+
+    # Steps left empty: the recipe's own step count, whatever today's default is (no worker now,
+    # so the job waits in the queue until it is cancelled)
+    default = submit(page, "dcgan", "hinge", steps=None)
+    expect(default.locator(".job-spec")).to_have_text(
+        f"dcgan conditional, hinge, {TrainConfig().steps} steps")
+    default.locator("button.cancel").click()
+    expect(default).to_have_attribute("data-state", "CANCELLED", timeout=60_000)
     assert page.errors == []
 
 
