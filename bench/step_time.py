@@ -2,20 +2,29 @@
 
     python bench/step_time.py '{}' '{"d_label_spread": true}' '{"width": 48}'
     python bench/step_time.py '{}' '{"variant": "flathead"}'
+    python bench/step_time.py '{}' '{"callbacks": true}' --steps 500 --rounds 2
 
 Each config gets its own trainer on the real data set (the loop ``ganforge train`` runs, with
 no callbacks: no judging, sampling or checkpointing); the configs take turns for ``--rounds``
 rounds of ``--steps`` steps after ``--warmup`` steps each, so a machine that slows down mid-run
 slows them all, and the medians are printed with each one's ratio to the first config. What a
 sweep needs to give a slower change the same seconds as the recipe (``bench/sweep.py --steps``).
-A config's ``"variant"`` key builds that architecture variant of ``bench/variants.py`` instead.
+A config's ``"variant"`` key builds that architecture variant of ``bench/variants.py`` instead;
+``"callbacks": true`` hangs the pipeline's checkpoint, sample grid and loss history off it, as
+``ganforge train`` does, writing to a temporary folder (their cost, at the config's
+``checkpoint_every`` and ``sample_every``: make the rounds as long as those to count each once).
+Every trainer is driven as ``fit`` drives it (``begin``, then ``advance``: a step and its
+callbacks).
 """
 
 import argparse
 import json
 import platform
+import shutil
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import variants  # bench/variants.py, beside this script
@@ -25,6 +34,7 @@ from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
 from trainer.data import load_dataset
 from trainer.loop import GANTrainer
+from trainer.pipeline import run_callbacks
 
 
 def main() -> None:
@@ -43,22 +53,26 @@ def main() -> None:
           f"{args.warmup} warm-up", flush=True)
     data = load_dataset("mnist", get_settings().data_dir, train=True)
     steps = args.warmup + args.rounds * args.steps
+    runs = Path(tempfile.mkdtemp(prefix="step_time-"))
     trainers = []
-    for c in args.configs:
+    for i, c in enumerate(args.configs):
         changes = json.loads(c)
-        with variants.building(changes.pop("variant", "none")):
-            trainers.append(GANTrainer(TrainConfig(**{"steps": steps, "device": device.type,
-                                                      **changes}), data))
+        variant, with_callbacks = changes.pop("variant", "none"), changes.pop("callbacks", False)
+        cfg = TrainConfig(**{"steps": steps, "device": device.type, **changes})
+        callbacks = run_callbacks(cfg, runs / f"config-{i}") if with_callbacks else []
+        with variants.building(variant):
+            trainers.append(GANTrainer(cfg, data, callbacks=callbacks))
     for t in trainers:
+        t.begin()
         for _ in range(args.warmup):
-            t.one_step()
+            t.advance()
     times: list[list[float]] = [[] for _ in trainers]
     for _ in range(args.rounds):
         for t, seen in zip(trainers, times, strict=True):
             sync(device)
             start = time.perf_counter()
             for _ in range(args.steps):
-                t.one_step()
+                t.advance()
             sync(device)
             seen.append((time.perf_counter() - start) / args.steps * 1000)
     first = statistics.median(times[0])
@@ -67,6 +81,7 @@ def main() -> None:
     for config, seen in zip(args.configs, times, strict=True):
         ms = statistics.median(seen)
         print(f"| `{config}` | {ms:.1f} | {', '.join(f'{s:.1f}' for s in seen)} | {ms / first:.2f}x |")
+    shutil.rmtree(runs, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,10 @@ the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reprod
   label's embedding, in float32 beside the bf16 features. The same function as today's head
   (one matrix product on the features in their memory order); ``bench/step_time.py`` times the
   two. (D's body then ended in ``nn.Flatten``; the rows of the sweeps before that day ran so.)
+- ``spreadcat``: with ``"d_label_spread": true``, the spread plane as it was until 2026-11-30:
+  appended to the 7x7 map (a copy of it, 129 channels), then the conv over it. The same function
+  as today's ``LabelSpread.conv`` (the conv of the map plus each image's spread times the conv of
+  a plane of ones); ``bench/step_time.py`` times the two.
 """
 
 import contextlib
@@ -40,7 +44,7 @@ import models
 from models.layers import LabelSpread, maybe_sn
 
 VARIANTS = ("none", "deep7", "mbstd", "mbstd_class", "cbn", "gdeep7", "gdeep7x2", "gdeep14",
-            "wideg", "upconv", "upconv28", "sng", "flathead")
+            "wideg", "upconv", "upconv28", "sng", "flathead", "spreadcat")
 
 
 class MinibatchStd(nn.Module):
@@ -83,6 +87,20 @@ class FlatHead(nn.Module):
         phi = phi.flatten(1)  # (N, 2w*7*7) in (C, H, W) order: a copy of channels_last features
         out = self.head.linear(phi).squeeze(1)
         return out + (self.head.embed(labels) * phi).sum(dim=1)
+
+
+class CatSpreadDiscriminator(nn.Module):
+    """D (built with ``d_label_spread``) with its spread plane appended, then convolved."""
+
+    def __init__(self, d: nn.Module) -> None:
+        super().__init__()
+        self.d, self.cfg, self.spread = d, d.cfg, d.spread
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        phi = x
+        for layer in self.d.body:
+            phi = layer(phi, labels) if layer is self.spread else layer(phi)  # (N, 2w, 7, 7)
+        return self.d.head(phi, labels)
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -159,6 +177,10 @@ def patch(variant: str) -> None:
             D.body = nn.Sequential(*convs, *extra, conv, nn.LeakyReLU(0.2))  # (N, 2w, 7, 7)
         elif variant == "flathead":
             D.head = FlatHead(D.head)
+        elif variant == "spreadcat":
+            if D.spread is None:
+                raise SystemExit('--variant spreadcat needs "d_label_spread": true')
+            D = CatSpreadDiscriminator(D)
         return G, D
 
     models.build = patched  # type: ignore[assignment]

@@ -15,6 +15,8 @@ each image's label's feature spread over the batch (``LabelSpread``).
     64          4  4  4 -> ... -> 64         8w
 """
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -102,7 +104,13 @@ class Discriminator(nn.Module):
         if self.spread is None:
             phi = self.body(x)  # (N, top, s, s): at 28, (N, 2w, 7, 7)
         else:  # the spread plane needs the labels mid-body
-            phi = x
-            for layer in self.body:
-                phi = layer(phi, labels) if layer is self.spread else layer(phi)
+            assert labels is not None  # check_labels: a D with the spread is conditional
+            phi, layers = x, iter(self.body)
+            for layer in layers:
+                if layer is self.spread:  # the plane and the conv after it, in one
+                    conv = cast(nn.Conv2d, next(layers))
+                    phi = self.spread.conv(conv, phi, self.spread.values(phi, labels))
+                    # (N, top, s, s)
+                else:
+                    phi = layer(phi)
         return self.head(phi, None if self.concat_embed is not None else labels)  # (N,) logits

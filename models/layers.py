@@ -54,7 +54,10 @@ class LabelSpread(nn.Module):
     image, the standard deviation of the features over the batch's images of its own label
     (averaged over channels and pixels; ~0 for a label seen once). A conditional batch mixes
     labels, so the plain form mostly measures how different the labels are; this one lets D tell
-    a batch whose 3s are all alike from real 3s. Computed in float32 (under autocast too)."""
+    a batch whose 3s are all alike from real 3s. Computed in float32 (under autocast too).
+
+    ``forward`` appends the plane; D uses ``conv`` instead: the conv that follows, over the map
+    and the plane, without building the (c + 1)-channel map."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
@@ -62,15 +65,33 @@ class LabelSpread(nn.Module):
             raise ValueError(f"LabelSpread needs at least 2 classes, got {num_classes}")
         self.num_classes = num_classes
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = x.shape
+    def values(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(n,) float32: each image's label's spread."""
         flat = x.float().flatten(1)  # (n, c*h*w)
         onehot = nn.functional.one_hot(labels, self.num_classes).to(flat.dtype)  # (n, K)
         counts = onehot.sum(0).clamp(min=1).unsqueeze(1)  # (K, 1)
         mean = onehot.T @ flat / counts  # (K, c*h*w)
         var = (onehot.T @ flat.square() / counts - mean.square()).clamp(min=0)
-        spread = var.add(1e-8).sqrt().mean(1)[labels]  # (n,): each image's label's spread
-        return torch.cat([x, spread.to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)], 1)  # (n, c+1, h, w)
+        return var.add(1e-8).sqrt().mean(1)[labels]  # (n,)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        spread = self.values(x, labels).to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)
+        return torch.cat([x, spread], 1)  # (n, c+1, h, w)
+
+    @staticmethod
+    def conv(conv: nn.Conv2d, x: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        """``conv(forward(x))`` for the plane's values ``spread``, the same to float rounding: a
+        conv is linear, so over the map and a plane it is the conv of the map with the weights'
+        first channels plus, per image, ``spread`` times the conv of a plane of ones with the
+        last channel's (one (out, h, w) map for the batch; zero padding shapes its border)."""
+        weight = conv.weight  # (out, c + 1, kh, kw): spectral norm's, where it has one
+        out = nn.functional.conv2d(x, weight[:, :-1], conv.bias, conv.stride, conv.padding,
+                                   conv.dilation)  # (n, out, h, w)
+        ones = x.new_ones((1, 1, *x.shape[2:]))
+        plane = nn.functional.conv2d(ones, weight[:, -1:], None, conv.stride, conv.padding,
+                                     conv.dilation)  # (1, out, h, w)
+        return out + spread.to(out.dtype).view(-1, 1, 1, 1) * plane
 
 
 def check_labels(labels: torch.Tensor | None, num_classes: int, batch: int) -> None:

@@ -59,7 +59,8 @@ class FastOptions:
 
 def cpu_has_native_bf16() -> bool:
     """The CPU multiplies bf16 in hardware (AVX512_BF16: AMD Zen 4 on, Intel Cooper Lake; AMX
-    on Sapphire Rapids on). Without it oneDNN emulates bf16, unmeasured here: ``auto`` stays fp32."""
+    on Sapphire Rapids on). Without it oneDNN emulates bf16, 12x the fp32 step on 2 AVX2 cores of
+    an AMD EPYC Zen 3 (BENCHMARKS.md, "A CPU without AVX-512"): ``auto`` stays fp32."""
     caps: dict[str, Any] = getattr(torch.cpu, "get_capabilities", dict)()
     return bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
 

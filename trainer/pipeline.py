@@ -108,6 +108,14 @@ def new_run_dir(cfg: TrainConfig, settings: Settings) -> Path:
     return settings.runs_dir / f"{cfg.model_name}-{stamp}-s{cfg.seed}"
 
 
+def run_callbacks(cfg: TrainConfig, run_dir: Path) -> list[Callback]:
+    """What every run in ``run_dir`` has hanging off its loop: the checkpoint, the sample grids
+    and the loss history (``bench/step_time.py '{"callbacks": true}'`` measures their cost)."""
+    return [Checkpointer(run_dir, cfg.checkpoint_every),
+            SampleGrid(run_dir, cfg.sample_every, realness=cfg.realness_grid),
+            History(run_dir, cfg.sample_every)]
+
+
 def train(cfg: TrainConfig, run_dir: Path, *, settings: Settings | None = None,
           callbacks: Sequence[Callback] = (), should_stop: Callable[[], bool] | None = None,
           progress_bar: bool = True, data: Split | None = None) -> GANTrainer:
@@ -115,9 +123,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, settings: Settings | None = None,
     when there is one."""
     settings = settings or get_settings()
     data = data if data is not None else load_data(cfg, settings)
-    cbs: list[Callback] = [Checkpointer(run_dir, cfg.checkpoint_every),
-                           SampleGrid(run_dir, cfg.sample_every, realness=cfg.realness_grid),
-                           History(run_dir, cfg.sample_every), *callbacks]
+    cbs = [*run_callbacks(cfg, run_dir), *callbacks]
     if progress_bar:
         cbs.append(ProgressBar())
     ckpt_path = run_dir / CHECKPOINT_NAME

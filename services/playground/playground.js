@@ -268,7 +268,9 @@ function fraction(job) {
 // Which of the job's images exist by now (asking for one that does not would be a 404).
 function artifacts(job) {
   const p = job.progress || {};
-  const ended = ["SUCCESS", "CANCELLED"].includes(job.state) || p.phase === "evaluating";
+  // a cancelled job has only what it wrote before the cancel (none, if it never started), so
+  // its progress decides, as for a running one
+  const ended = job.state === "SUCCESS" || p.phase === "evaluating";
   return {
     "samples.png": ended || !!p.sample,
     "losses.png": ended || (p.step || 0) >= (job.spec.sample_every || Infinity),

@@ -1,9 +1,10 @@
-"""models.layers: the projection head's one matrix product against the two-term formula."""
+"""models.layers: the projection head's one matrix product against the two-term formula, and the
+label spread's conv against the conv over the appended plane."""
 
 import pytest
 import torch
 
-from models.layers import ProjectionHead
+from models.layers import LabelSpread, ProjectionHead, maybe_sn
 
 
 def reference(head: ProjectionHead, phi: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -45,3 +46,39 @@ def test_unconditional_head_is_the_linear_layer_alone() -> None:
 def test_conditional_head_refuses_missing_labels() -> None:
     with pytest.raises(ValueError, match="needs labels"):
         ProjectionHead(4, 10, False)(torch.randn(2, 4), None)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("sn", [False, True])
+def test_spread_conv_matches_the_conv_over_the_appended_plane(layout: str, sn: bool) -> None:
+    """``LabelSpread.conv`` (what D runs) against ``conv(LabelSpread(x))`` (the definition): the
+    same value and the same gradients for the map and for every weight, borders included."""
+    torch.manual_seed(0)
+    spread = LabelSpread(10)
+    conv = maybe_sn(torch.nn.Conv2d(8 + 1, 8, 3, padding=1), sn).eval()  # eval: as above
+    x = torch.randn(6, 8, 5, 5)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+        conv = conv.to(memory_format=torch.channels_last)
+    labels = torch.tensor([3, 3, 3, 5, 5, 7])
+    x.requires_grad_(True)
+    ours = spread.conv(conv, x, spread.values(x, labels))
+    grads = torch.autograd.grad(ours.square().sum(), [x, *conv.parameters()])
+    theirs = conv(spread(x, labels))
+    expected = torch.autograd.grad(theirs.square().sum(), [x, *conv.parameters()])
+    assert ours.shape == (6, 8, 5, 5)
+    assert spread.values(x, labels)[5] < 1e-3 < spread.values(x, labels)[0]  # 7 is seen once
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_spread_conv_under_bf16_autocast_stays_close() -> None:
+    torch.manual_seed(0)
+    spread, conv = LabelSpread(10), torch.nn.Conv2d(8 + 1, 8, 3, padding=1)
+    x, labels = torch.randn(6, 8, 5, 5), torch.tensor([0, 0, 1, 1, 2, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = spread.conv(conv, x, spread.values(x, labels))
+        theirs = conv(spread(x, labels))
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(ours.float(), theirs.float(), rtol=0.05, atol=0.05)

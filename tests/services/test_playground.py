@@ -187,8 +187,15 @@ def test_jobs_panel_submits_a_job_and_watches_it_finish(page, server, tmp_path, 
     default = submit(page, "dcgan", "hinge", steps=None)
     expect(default.locator(".job-spec")).to_have_text(
         f"dcgan conditional, hinge, {TrainConfig().steps} steps")
+    job_id = default.get_attribute("data-job")
+    asked: list[str] = []
+    page.on("request", lambda r: f"/jobs/{job_id}/" in r.url and asked.append(r.url))
     default.locator("button.cancel").click()
     expect(default).to_have_attribute("data-state", "CANCELLED", timeout=60_000)
+    # it never started, so it has no images and the page must not ask for them (a 404 each)
+    page.wait_for_timeout(1500)
+    assert asked == [], asked
+    expect(default.locator("img.samples")).to_be_hidden()
     assert page.errors == []
 
 
