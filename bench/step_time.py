@@ -5,7 +5,7 @@
     python bench/step_time.py '{}' '{"callbacks": true}' --steps 500 --rounds 2
 
 Each config gets its own trainer on the real data set (the loop ``ganforge train`` runs, with
-no callbacks: no judging, sampling or checkpointing); the configs take turns for ``--rounds``
+no callbacks unless asked: no judging, sampling or checkpointing); the configs take turns for ``--rounds``
 rounds of ``--steps`` steps after ``--warmup`` steps each, so a machine that slows down mid-run
 slows them all, and the medians are printed with each one's ratio to the first config. What a
 sweep needs to give a slower change the same seconds as the recipe (``bench/sweep.py --steps``).

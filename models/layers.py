@@ -85,6 +85,8 @@ class LabelSpread(nn.Module):
         conv is linear, so over the map and a plane it is the conv of the map with the weights'
         first channels plus, per image, ``spread`` times the conv of a plane of ones with the
         last channel's (one (out, h, w) map for the batch; zero padding shapes its border)."""
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"LabelSpread.conv needs zero padding, got {conv.padding_mode!r}")
         weight = conv.weight  # (out, c + 1, kh, kw): spectral norm's, where it has one
         out = nn.functional.conv2d(x, weight[:, :-1], conv.bias, conv.stride, conv.padding,
                                    conv.dilation)  # (n, out, h, w)

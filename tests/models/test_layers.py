@@ -82,3 +82,9 @@ def test_spread_conv_under_bf16_autocast_stays_close() -> None:
         theirs = conv(spread(x, labels))
     assert ours.dtype == theirs.dtype == torch.bfloat16
     torch.testing.assert_close(ours.float(), theirs.float(), rtol=0.05, atol=0.05)
+
+
+def test_spread_conv_refuses_a_padding_it_does_not_model() -> None:
+    conv = torch.nn.Conv2d(3, 2, 3, padding=1, padding_mode="reflect")
+    with pytest.raises(ValueError, match="zero padding"):
+        LabelSpread.conv(conv, torch.randn(2, 2, 4, 4), torch.ones(2))
