@@ -36,7 +36,7 @@ RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
 # a stored config that lacks one trained that way, whatever today's default is
 # (``TrainConfig.from_stored``).
 ADDED_LATER: dict[str, Any] = {"lr_decay": "none", "r1_gamma": 0.0, "augment": "none",
-                               "d_extra_convs": 0, "ema_bn_batches": 0}
+                               "d_extra_convs": 0, "ema_bn_batches": 0, "d_label_spread": False}
 
 
 class TrainConfig(BaseModel):
@@ -58,9 +58,10 @@ class TrainConfig(BaseModel):
         "projection", description="how a conditional D sees the label")
     d_extra_convs: int = Field(1, ge=0, le=4, description="dcgan: 3x3 stride-1 convs on D's "
                                                           "last feature map (D's capacity)")
-    d_label_spread: bool = Field(False, description="dcgan, conditional: D's first extra conv also "
-                                                    "sees each image's label's feature spread over "
-                                                    "the batch (minibatch std per label)")
+    d_label_spread: bool = Field(True, description="dcgan, conditional: D's first extra conv also "
+                                                   "sees each image's label's feature spread over "
+                                                   "the batch (minibatch std per label); off by "
+                                                   "default where it cannot apply")
     real_label: float = Field(1.0, gt=0.0, le=1.0,
                               description="target for real images in BCE (0.9: one-sided smoothing)")
     gp_weight: float = Field(10.0, ge=0.0, le=1000.0, description="WGAN-GP penalty weight")
@@ -145,7 +146,8 @@ class TrainConfig(BaseModel):
         """A set's own recipe (``datasets.recipe_for``) fills the fields a spec leaves out: what
         the spec gives wins, then the set's recipe, then the field's default. R1's default
         applies only where R1 can run: not beside the wgan-gp loss's own penalty, nor under a
-        compile mode that cannot differentiate D twice (``refuse_compile``)."""
+        compile mode that cannot differentiate D twice (``refuse_compile``); the label spread's
+        only where it can be built (``spread_applies``)."""
         if not isinstance(data, dict):
             return data
         if isinstance(data.get("dataset", "mnist"), str):
@@ -161,6 +163,8 @@ class TrainConfig(BaseModel):
                 runs = False
             if not runs:
                 data = {**data, "r1_gamma": 0.0}
+        if "d_label_spread" not in data and not spread_applies(data):
+            data = {**data, "d_label_spread": False}
         return data
 
     @field_validator("dataset")
@@ -189,8 +193,7 @@ class TrainConfig(BaseModel):
     @field_validator("d_label_spread")
     @classmethod
     def _spread_needs(cls, spread: bool, info: ValidationInfo) -> bool:
-        if spread and (info.data.get("family") != "dcgan" or not info.data.get("conditional")
-                       or not info.data.get("d_extra_convs")):
+        if spread and not spread_applies(info.data):
             raise ValueError("needs the dcgan family, conditional, and d_extra_convs >= 1 (the "
                              "spread plane goes in before the first extra conv)")
         return spread
@@ -265,6 +268,15 @@ class TrainConfig(BaseModel):
         """A config as a checkpoint stored it (``to_dict``): fields it predates take the values
         that describe how it was trained (``ADDED_LATER``), not today's defaults."""
         return cls.model_validate({**ADDED_LATER, **data})
+
+
+def spread_applies(fields: dict[str, Any]) -> bool:
+    """Whether D can take the label spread plane (``d_label_spread``) with these fields (today's
+    defaults for those not given): a conditional dcgan with an extra conv to put it before."""
+    defaults = TrainConfig.model_fields
+    given = {name: fields.get(name, defaults[name].default)
+             for name in ("family", "conditional", "d_extra_convs")}
+    return given["family"] == "dcgan" and bool(given["conditional"]) and given["d_extra_convs"] >= 1
 
 
 def double_backward(loss: str, r1_gamma: float) -> str | None:

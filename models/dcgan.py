@@ -6,8 +6,9 @@ D mirrors it: k strided convs from channels x S x S down to (w * 2^(k-1)) x s x 
 no BatchNorm (so WGAN-GP's per-sample gradient penalty and spectral norm both apply), then
 ``d_extra_convs`` 3x3 convs at stride 1 on that last feature map (capacity where the map is
 smallest: at 28, one doubles D's work; the reference recipe has one), then a linear or
-projection head. With ``d_label_spread``, the first of those convs also sees one more plane:
-each image's label's feature spread over the batch (``LabelSpread``).
+projection head. With ``d_label_spread`` (the reference recipe has it), the first of those
+convs also sees one more plane: each image's label's feature spread over the batch
+(``LabelSpread``).
 
     image_size  s  k  G's sides              top channels (w = width)
     28          7  2  7 -> 14 -> 28          2w   (the MNIST layout, unchanged)

@@ -20,6 +20,7 @@ def test_defaults_are_the_reference_recipe() -> None:
     assert cfg.ema_decay == 0.995  # BENCHMARKS.md: "The projection head in one product"
     assert (cfg.r1_gamma, cfg.r1_every) == (0.5, 16)  # BENCHMARKS.md: "R1 in the defaults"
     assert cfg.ema_bn_batches == 50  # BENCHMARKS.md: "The EMA's own BatchNorm statistics"
+    assert cfg.d_label_spread  # BENCHMARKS.md: "The label spread in the defaults"
     assert cfg.model_name == "mnist-dcgan-cond"
     assert TrainConfig(family="mlp", conditional=False).model_name == "mnist-mlp"
 
@@ -34,6 +35,21 @@ def test_r1_is_on_by_default_only_where_it_can_run(changes: dict) -> None:
     if "compile" in changes:
         with pytest.raises(ValidationError, match="R1 penalty .* double backward"):
             TrainConfig(**changes, r1_gamma=0.5)
+
+
+@pytest.mark.parametrize("changes", [{"family": "mlp"}, {"conditional": False},
+                                     {"d_extra_convs": 0}, {"dataset": "fashion-mnist"}])
+def test_label_spread_is_on_by_default_only_where_d_can_take_it(changes: dict) -> None:
+    """The plane goes in before D's first extra conv of a conditional dcgan: left out elsewhere,
+    the spread is off (Fashion-MNIST's recipe has no extra conv); asked for, it is refused."""
+    assert not TrainConfig(**changes).d_label_spread
+    assert TrainConfig(**changes, d_label_spread=False).d_label_spread is False
+    with pytest.raises(ValidationError, match="d_label_spread[\\s\\S]*needs the dcgan family"):
+        TrainConfig(**changes, d_label_spread=True)
+    # a config stored before the field existed trained without the plane, whatever today's default
+    stored = {k: v for k, v in TrainConfig(d_label_spread=False).to_dict().items() if k != "d_label_spread"}
+    assert TrainConfig.from_stored(stored).d_label_spread is False
+    assert TrainConfig.model_validate(stored).d_label_spread is True
 
 
 @pytest.mark.parametrize(("changes", "field"), [
