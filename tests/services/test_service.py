@@ -58,27 +58,32 @@ def test_same_seed_same_bytes_and_grids(server) -> None:
 
 
 def test_interpolate_walks_from_one_seed_to_the_other(server) -> None:
-    """A walk between two 7s stays a 7. Its ends are the first two seeds whose own 7 the reader
-    reads as one (a retrained default model draws other images for the same seeds; a 7 the
-    reader takes for a 9 at one end would test the reader, not the walk)."""
+    """Walks between two 7s stay 7s. Their ends are seeds whose own 7 the reader reads as one (a
+    retrained default model draws other images for the same seeds; a 7 the reader takes for a 9
+    at one end would test the reader, not the walk). Three walks, read together: the shipped
+    model draws a 7 the reader calls a 7 about 98-99% of the time (its per-class accuracy in
+    ``metadata.json``), so one frame in a single walk of 8 may be a 9 by the model's own error."""
     with server.client() as c:
         firsts = [decode(c.get("/generate", params={"digit": 7, "seed": s}).content) for s in range(1, 11)]
         sevens = [s for s, read in zip(range(1, 11), read_digits(firsts), strict=True) if read == 7]
         assert len(sevens) >= 8, sevens  # the model itself draws 7s
-        seed_a, seed_b = sevens[:2]
-        params = {"digit": 7, "seed_a": seed_a, "seed_b": seed_b, "steps": 8}
-        r = c.get("/interpolate", params=params)
-        ends = [firsts[s - 1] for s in (seed_a, seed_b)]
-        again = c.get("/interpolate", params=params).content
-    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    strip = decode(r.content)
-    assert strip.shape == (32, 8 * 30 + 2) and r.content == again
-    frames = [strip[2:30, 2 + 30 * i: 30 + 30 * i].astype(int) for i in range(8)]
-    # both ends are the seeds' own images (batched float32 may differ by a level)
-    assert np.abs(frames[0] - ends[0]).max() <= 2 and np.abs(frames[-1] - ends[1]).max() <= 2
-    steps = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:], strict=False)]
-    assert max(steps) < np.abs(frames[-1] - frames[0]).mean()  # a walk, not a jump
-    assert (read_digits([f.astype(np.uint8) for f in frames]) == 7).sum() >= 7
+        walks = []
+        for seed_a, seed_b in (sevens[0:2], sevens[2:4], sevens[4:6]):
+            params = {"digit": 7, "seed_a": seed_a, "seed_b": seed_b, "steps": 8}
+            r = c.get("/interpolate", params=params)
+            assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+            assert r.content == c.get("/interpolate", params=params).content
+            walks.append((decode(r.content), [firsts[s - 1] for s in (seed_a, seed_b)]))
+    read = []
+    for strip, ends in walks:
+        assert strip.shape == (32, 8 * 30 + 2)
+        frames = [strip[2:30, 2 + 30 * i: 30 + 30 * i].astype(int) for i in range(8)]
+        # both ends are the seeds' own images (batched float32 may differ by a level)
+        assert np.abs(frames[0] - ends[0]).max() <= 2 and np.abs(frames[-1] - ends[1]).max() <= 2
+        steps = [np.abs(b - a).mean() for a, b in zip(frames, frames[1:], strict=False)]
+        assert max(steps) < np.abs(frames[-1] - frames[0]).mean()  # a walk, not a jump
+        read += read_digits([f.astype(np.uint8) for f in frames]).tolist()
+    assert read.count(7) >= 22, read  # of 24 frames
 
 
 def test_post_by_latents_and_by_digits(server) -> None:
