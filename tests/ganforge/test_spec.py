@@ -46,7 +46,10 @@ def test_label_spread_is_on_by_default_only_where_d_can_take_it(changes: dict) -
     assert TrainConfig(**changes, d_label_spread=False).d_label_spread is False
     with pytest.raises(ValidationError, match="d_label_spread[\\s\\S]*needs the dcgan family"):
         TrainConfig(**changes, d_label_spread=True)
-    # a config stored before the field existed trained without the plane, whatever today's default
+
+
+def test_a_config_stored_before_the_label_spread_trained_without_it() -> None:
+    """Whatever today's default, a stored config without the field resumes without the plane."""
     stored = {k: v for k, v in TrainConfig(d_label_spread=False).to_dict().items() if k != "d_label_spread"}
     assert TrainConfig.from_stored(stored).d_label_spread is False
     assert TrainConfig.model_validate(stored).d_label_spread is True
