@@ -14,12 +14,16 @@ A config's ``"variant"`` key builds that architecture variant of ``bench/variant
 ``ganforge train`` does, writing to a temporary folder (their cost, at the config's
 ``checkpoint_every`` and ``sample_every``: make the rounds as long as those to count each once).
 Every trainer is driven as ``fit`` drives it (``begin``, then ``advance``: a step and its
-callbacks).
+callbacks). The process's malloc is set as a training process's (``Settings.malloc_keep``:
+``GANFORGE_MALLOC_KEEP=false`` leaves glibc's defaults, to compare the two in two runs); each
+config's minor page faults and system CPU time a step (``getrusage`` over its rounds) are printed
+beside its time.
 """
 
 import argparse
 import json
 import platform
+import resource
 import shutil
 import statistics
 import tempfile
@@ -33,6 +37,7 @@ from train import sync  # bench/train.py, beside this script
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
 from trainer.data import load_dataset
+from trainer.fastpath import keep_freed_memory
 from trainer.loop import GANTrainer
 from trainer.pipeline import run_callbacks
 
@@ -48,10 +53,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    settings = get_settings()
+    kept = settings.malloc_keep and keep_freed_memory()
     print(f"# {platform.node()} {device} torch {torch.__version__} threads {torch.get_num_threads()} "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')} | {args.rounds} rounds of {args.steps} steps, "
-          f"{args.warmup} warm-up", flush=True)
-    data = load_dataset("mnist", get_settings().data_dir, train=True)
+          f"{args.warmup} warm-up | malloc: {'kept' if kept else 'as it is'}", flush=True)
+    data = load_dataset("mnist", settings.data_dir, train=True)
     steps = args.warmup + args.rounds * args.steps
     runs = Path(tempfile.mkdtemp(prefix="step_time-"))
     trainers = []
@@ -67,20 +74,28 @@ def main() -> None:
         for _ in range(args.warmup):
             t.advance()
     times: list[list[float]] = [[] for _ in trainers]
+    faults, system = [0] * len(trainers), [0.0] * len(trainers)  # over each config's rounds
     for _ in range(args.rounds):
-        for t, seen in zip(trainers, times, strict=True):
+        for i, (t, seen) in enumerate(zip(trainers, times, strict=True)):
             sync(device)
+            before = resource.getrusage(resource.RUSAGE_SELF)
             start = time.perf_counter()
             for _ in range(args.steps):
                 t.advance()
             sync(device)
             seen.append((time.perf_counter() - start) / args.steps * 1000)
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            faults[i] += after.ru_minflt - before.ru_minflt
+            system[i] += after.ru_stime - before.ru_stime
     first = statistics.median(times[0])
-    print("| config | ms a step (median) | rounds | against the first |")
-    print("|---|---|---|---|")
-    for config, seen in zip(args.configs, times, strict=True):
+    steps = args.rounds * args.steps
+    print("| config | ms a step (median) | rounds | against the first | page faults a step | "
+          "system ms a step |")
+    print("|---|---|---|---|---|---|")
+    for i, (config, seen) in enumerate(zip(args.configs, times, strict=True)):
         ms = statistics.median(seen)
-        print(f"| `{config}` | {ms:.1f} | {', '.join(f'{s:.1f}' for s in seen)} | {ms / first:.2f}x |")
+        print(f"| `{config}` | {ms:.1f} | {', '.join(f'{s:.1f}' for s in seen)} | {ms / first:.2f}x | "
+              f"{faults[i] / steps:.0f} | {system[i] / steps * 1000:.1f} |")
     shutil.rmtree(runs, ignore_errors=True)
 
 

@@ -33,6 +33,7 @@ from ganforge.spec import TrainConfig
 from trainer import judges
 from trainer.data import load_dataset
 from trainer.evaluate import evaluate, torch_sampler
+from trainer.fastpath import keep_freed_memory
 from trainer.judges import JudgeKey
 from trainer.loop import Callback, GANTrainer, lerp_ema, recalibrate_bn
 
@@ -125,6 +126,8 @@ def main() -> None:
                    help="an architecture variant (bench/variants.py) for every config")
     args = p.parse_args()
     settings = get_settings()
+    if settings.malloc_keep:  # as a training process has it (trainer.pipeline.train)
+        keep_freed_memory()
     variants.patch(args.variant)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"# {platform.node()} {device} torch {torch.__version__} threads {torch.get_num_threads()} "

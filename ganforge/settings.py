@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # Jobs one worker trains at once, side by side in threads of one process (a GPU worker: its
     # small jobs share the card; the hard time limit then applies to 1 job a worker only).
     worker_jobs: int = Field(1, ge=1, le=64)
+    # Training processes (worker, `ganforge train`) have glibc's malloc keep freed memory for the
+    # next step instead of giving it back to the kernel: no page faults for a step's fresh tensors
+    # (trainer.fastpath.keep_freed_memory; BENCHMARKS.md, "Page faults").
+    malloc_keep: bool = True
     # The worker's Prometheus endpoint (0: none).
     worker_metrics_port: int = Field(9101, ge=0, le=65535)
 

@@ -20,8 +20,12 @@ hardware (``resolve``), with bit-exact resume either way:
   the EMA) captured by hand in one CUDA graph and replayed: four launches a step instead of a few
   hundred, and no compiler. Same undo-and-fall-back rule as compile.
 - ``amp`` (bf16 autocast) and ``channels_last`` are resolved here and applied by the loop.
+- :func:`keep_freed_memory`: the process's malloc keeps what a step frees for the next one, so
+  a CPU step's tensors stop page faulting (a setting of the process, not of a spec).
 """
 
+import ctypes
+import ctypes.util
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,6 +40,11 @@ from trainer.data import batch_indices, normalize
 if TYPE_CHECKING:
     from trainer.loop import GANTrainer
 
+# glibc's mallopt parameters (malloc.h) and the values keep_freed_memory sets: blocks up to 32 MiB
+# (glibc's ceiling) come from the heap, not mmap; 1 GiB may sit free at the heap's top before it
+# goes back to the kernel; the heap grows 64 MiB beyond each request.
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+KEEP_FREED = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 1 << 30, M_TOP_PAD: 64 << 20}
 CUDA_LOG_EVERY = 50  # log_every's auto on CUDA: one host sync per 50 steps
 LOSS_KEYS = ("d_loss", "g_loss", "d_real", "d_fake")
 
@@ -102,6 +111,28 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool, *,
         amp=amp,
         channels_last=cfg.channels_last == "on" or (cfg.channels_last == "auto" and (cuda or amp)),
     )
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep freed memory for the process's next allocations (``KEEP_FREED``).
+
+    A CPU step allocates its activations and gradients afresh, ~28 MB of them in blocks of
+    1.6-6.4 MB at the reference recipe. glibc's defaults give such blocks back to the kernel when
+    they are freed (an mmap'd block, or the heap's top trimmed), so the next step's touch of the
+    same sizes page faults again: 7,000-15,000 faults and 16-33 ms of system CPU time a step on
+    2 cores of an AMD EPYC VM. Kept, they are reused: ~150 faults and ~1 ms (BENCHMARKS.md,
+    "Page faults"; the step's wall time did not move measurably there). The process holds its
+    peak heap instead, which a training worker reaches every step anyway.
+    A setting of the process (``Settings.malloc_keep``): the worker's K jobs share one malloc.
+    Returns whether glibc took all three values; False on another C library (nothing changes)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, TypeError, AttributeError):  # no C library by that name, or not glibc's
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all([mallopt(param, value) == 1 for param, value in KEEP_FREED.items()])
 
 
 class EpochOrder:

@@ -30,6 +30,7 @@ from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from trainer.data import Split, check_family_size, load_dataset
 from trainer.evaluate import EvalReport, evaluate
 from trainer.export import OPSET, TORCH_FILE, export_onnx, save_torch_generator
+from trainer.fastpath import keep_freed_memory
 from trainer.judges import Judge, JudgeKey, JudgeRecipe
 from trainer.loop import Callback, GANTrainer
 
@@ -122,6 +123,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, settings: Settings | None = None,
     """Train in ``run_dir`` (on ``data``, default the spec's set), resuming from its checkpoint
     when there is one."""
     settings = settings or get_settings()
+    if settings.malloc_keep and not keep_freed_memory():
+        log.info("malloc_keep: not glibc's malloc here, left as it is")
     data = data if data is not None else load_data(cfg, settings)
     cbs = [*run_callbacks(cfg, run_dir), *callbacks]
     if progress_bar:

@@ -73,6 +73,31 @@ def test_spread_conv_matches_the_conv_over_the_appended_plane(layout: str, sn: b
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_spread_values_are_each_labels_feature_spread(layout: str) -> None:
+    """Each image gets its label's population standard deviation over the batch, feature by
+    feature, averaged over the features; a channels_last map gives the same values and the same
+    gradient as its contiguous twin."""
+    torch.manual_seed(0)
+    x = torch.randn(7, 4, 3, 3)
+    labels = torch.tensor([1, 1, 1, 4, 4, 9, 1])
+    expected = torch.stack([x[labels == y].reshape(-1, 36).var(0, unbiased=False).add(1e-8).sqrt()
+                            .mean() for y in labels])  # 1e-8: the plane's guard against sqrt(0)
+    twin = x.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else x.clone()
+    assert twin.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+    x.requires_grad_(True)
+    twin.requires_grad_(True)
+    spread = LabelSpread(10)
+    values, twins = spread.values(x, labels), spread.values(twin, labels)
+    torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(twins, values, rtol=1e-6, atol=1e-6)
+    weights = torch.arange(7.0)
+    (grad,), (twin_grad,) = (torch.autograd.grad((v * weights).sum(), [t])
+                             for v, t in ((values, x), (twins, twin)))
+    torch.testing.assert_close(twin_grad, grad, rtol=1e-5, atol=1e-6)
+    assert grad[5].abs().max() < 1e-3 < grad[0].abs().max()  # a lone image's spread is ~0
+
+
 def test_spread_conv_under_bf16_autocast_stays_close() -> None:
     torch.manual_seed(0)
     spread, conv = LabelSpread(10), torch.nn.Conv2d(8 + 1, 8, 3, padding=1)
