@@ -116,13 +116,13 @@ def resolve(cfg: TrainConfig, device: torch.device, gradient_penalty: bool, *,
 def keep_freed_memory() -> bool:
     """Have glibc's malloc keep freed memory for the process's next allocations (``KEEP_FREED``).
 
-    A CPU step allocates its activations and gradients afresh, ~28 MB of them in blocks of
+    A CPU step allocates its activations and gradients afresh, tens of MB of them in blocks of
     1.6-6.4 MB at the reference recipe. glibc's defaults give such blocks back to the kernel when
     they are freed (an mmap'd block, or the heap's top trimmed), so the next step's touch of the
-    same sizes page faults again: 7,000-15,000 faults and 16-33 ms of system CPU time a step on
-    2 cores of an AMD EPYC VM. Kept, they are reused: ~150 faults and ~1 ms (BENCHMARKS.md,
-    "Page faults"; the step's wall time did not move measurably there). The process holds its
-    peak heap instead, which a training worker reaches every step anyway.
+    same sizes page faults again: 7,000-15,000 faults and 14-33 ms of system CPU time a step on
+    2 cores of an AMD EPYC VM. Kept, they are reused: 50-170 faults, ~1 ms, and ~5% off the
+    step's wall time (BENCHMARKS.md, "Page faults"). The process holds its peak heap instead,
+    which a training worker reaches every step anyway.
     A setting of the process (``Settings.malloc_keep``): the worker's K jobs share one malloc.
     Returns whether glibc took all three values; False on another C library (nothing changes)."""
     name = ctypes.util.find_library("c")
