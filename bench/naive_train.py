@@ -5,10 +5,9 @@
 pytorch/examples' DCGAN (and most GAN tutorials) train like this: a torchvision dataset with a
 ``ToTensor``/``Normalize`` transform, a shuffling ``DataLoader`` with worker processes, one job
 at a time, and ``.item()`` on the losses every step. This file does exactly that, with the same
-networks, losses (with the lazy R1 penalty), optimiser settings and EMA as the reference recipe
-(``TrainConfig()``), so
-that ``bench/train.py`` can put the project's loop and its fast path next to it as ratios
-measured in one run. It trains nothing anyone keeps.
+networks, losses (with the lazy R1 penalty and the class loss), optimiser settings and EMA as
+the reference recipe (``TrainConfig()``), so that ``bench/train.py`` can put the project's loop
+and its fast path next to it as ratios measured in one run. It trains nothing anyone keeps.
 """
 
 import argparse
@@ -21,7 +20,7 @@ import torch
 import models
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
-from models.losses import r1_penalty
+from models.losses import class_loss, r1_penalty
 from trainer.loop import architecture
 
 NUM_CLASSES = 10  # MNIST, the set the tutorials train on
@@ -80,14 +79,21 @@ def naive_train(cfg: TrainConfig, data_dir: Path, *, steps: int, warmup: int = 1
             fake = G(z, labels)
             r1_due = cfg.r1_gamma > 0 and step % cfg.r1_every == 0  # the recipe's lazy R1
             real.requires_grad_(r1_due)
-            d_real = D(real, labels)
+            ac = cfg.class_loss  # the recipe's class loss: D's class scores after its logit
+            out_real = D(real, labels, classes=True) if ac else D(real, labels)[:, None]
+            d_real = out_real[:, 0]
             err_d = loss.d_loss(d_real, D(fake.detach(), labels), cfg.real_label)
+            if ac:
+                err_d = err_d + ac * class_loss(out_real[:, 1:], labels)
             if r1_due:
                 err_d = err_d + cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(d_real, real)
             opt_d.zero_grad()
             err_d.backward()
             opt_d.step()
-            err_g = loss.g_loss(D(fake, labels))
+            out_fake = D(fake, labels, classes=True) if ac else D(fake, labels)[:, None]
+            err_g = loss.g_loss(out_fake[:, 0])
+            if ac:
+                err_g = err_g + ac * class_loss(out_fake[:, 1:], labels)
             opt_g.zero_grad()
             err_g.backward()
             opt_g.step()

@@ -31,12 +31,15 @@ MAX_SLUG = 40  # of a folder's name in a model name (store names stop at 63 char
 
 # R1's weight in the reference recipe (BENCHMARKS.md, "R1 in the defaults")
 R1_DEFAULT = 0.5
+# the auxiliary class loss's weight (BENCHMARKS.md, "The class loss in the defaults")
+CLASS_LOSS_DEFAULT = 0.03
 RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
 # Fields added after checkpoints were first written, with the behaviour the loop had before them:
 # a stored config that lacks one trained that way, whatever today's default is
 # (``TrainConfig.from_stored``).
 ADDED_LATER: dict[str, Any] = {"lr_decay": "none", "r1_gamma": 0.0, "augment": "none",
-                               "d_extra_convs": 0, "ema_bn_batches": 0, "d_label_spread": False}
+                               "d_extra_convs": 0, "ema_bn_batches": 0, "d_label_spread": False,
+                               "class_loss": 0.0}
 
 
 class TrainConfig(BaseModel):
@@ -98,6 +101,11 @@ class TrainConfig(BaseModel):
     mode_seeking: float = Field(0.0, ge=0.0, le=100.0,
                                 description="weight of the mode-seeking term in G's loss (MSGAN: "
                                             "variety within a label; 0: off)")
+    class_loss: float = Field(CLASS_LOSS_DEFAULT, ge=0.0, le=10.0,
+                              description="weight of an auxiliary class loss (AC-GAN) on a "
+                                          "projection D's class scores: D names real images' "
+                                          "labels, G draws images D names as theirs; 0: off "
+                                          "(the default where D has no class scores)")
     augment: Literal["none", "translation", "translation+cutout"] = Field(
         "none", description="DiffAugment policy on every image D sees, real and fake")
     schedule: Schedule = Field(
@@ -165,6 +173,8 @@ class TrainConfig(BaseModel):
                 data = {**data, "r1_gamma": 0.0}
         if "d_label_spread" not in data and not spread_applies(data):
             data = {**data, "d_label_spread": False}
+        if "class_loss" not in data and not class_loss_applies(data):
+            data = {**data, "class_loss": 0.0}
         return data
 
     @field_validator("dataset")
@@ -229,6 +239,9 @@ class TrainConfig(BaseModel):
         if self.subset and self.subset < self.batch_size:
             raise ValueError(f"subset ({self.subset}) must be 0 or at least batch_size "
                              f"({self.batch_size})")
+        if self.class_loss and not class_loss_applies(self.to_dict()):
+            raise ValueError("class_loss needs a conditional model with projection conditioning "
+                             "(the class scores are the projection's) and the fixed schedule")
         return self
 
     @property
@@ -277,6 +290,16 @@ def spread_applies(fields: dict[str, Any]) -> bool:
     given = {name: fields.get(name, defaults[name].default)
              for name in ("family", "conditional", "d_extra_convs")}
     return given["family"] == "dcgan" and bool(given["conditional"]) and given["d_extra_convs"] >= 1
+
+
+def class_loss_applies(fields: dict[str, Any]) -> bool:
+    """Whether the class loss can run with these fields (today's defaults for those not given):
+    a conditional D with projection conditioning (its class scores), on the fixed schedule."""
+    defaults = TrainConfig.model_fields
+    given = {name: fields.get(name, defaults[name].default)
+             for name in ("conditional", "d_conditioning", "schedule")}
+    return (bool(given["conditional"]) and given["d_conditioning"] == "projection"
+            and given["schedule"] == "fixed")
 
 
 def double_backward(loss: str, r1_gamma: float) -> str | None:

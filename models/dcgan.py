@@ -97,7 +97,9 @@ class Discriminator(nn.Module):
         projection = cfg.num_classes if cfg.conditional and not concat else 0
         self.head = ProjectionHead(top * start * start, projection, sn)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                classes: bool = False) -> torch.Tensor:
+        """(N,) logits; ``classes``: (N, 1 + classes), every class's score after them."""
         check_labels(labels, self.cfg.num_classes, x.shape[0])
         if self.concat_embed is not None:
             side = self.cfg.image_size
@@ -114,4 +116,4 @@ class Discriminator(nn.Module):
                     # (N, top, s, s)
                 else:
                     phi = layer(phi)
-        return self.head(phi, None if self.concat_embed is not None else labels)  # (N,) logits
+        return self.head(phi, None if self.concat_embed is not None else labels, classes)

@@ -31,7 +31,11 @@ class ProjectionHead(nn.Module):
         self.linear = maybe_sn(nn.Linear(features, 1), sn)
         self.embed = nn.Embedding(num_classes, features) if num_classes else None
 
-    def forward(self, phi: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, phi: torch.Tensor, labels: torch.Tensor | None,
+                classes: bool = False) -> torch.Tensor:
+        """(N,) logits; with ``classes`` (conditional only), (N, 1 + classes): the logits, then
+        every class's score ``<embed(c), phi>`` (an auxiliary classifier's logits, free: the
+        product computes them all anyway)."""
         if self.embed is not None and labels is None:
             raise ValueError("a conditional discriminator needs labels")
         # (1, F); spectral norm's power step runs here, once (maybe_sn types it as a Module)
@@ -46,6 +50,10 @@ class ProjectionHead(nn.Module):
         out = scores[:, 0] + bias
         if self.embed is not None and labels is not None:
             out = out + scores[:, 1:].gather(1, labels[:, None]).squeeze(1)
+        if classes:
+            if self.embed is None:
+                raise ValueError("class scores need a projection discriminator")
+            return torch.cat([out[:, None], scores[:, 1:]], 1)  # (N, 1 + classes)
         return out
 
 

@@ -75,6 +75,13 @@ def mode_seeking(fake: torch.Tensor, z: torch.Tensor, labels: torch.Tensor | Non
     return 1.0 / ((same * ratio).sum() / same.sum().clamp(min=1.0) + eps)
 
 
+def class_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AC-GAN's auxiliary term (Odena et al., 2017) on a projection D's class scores (N, classes):
+    cross-entropy against ``labels``. D takes it on real images only (naming real digits), G on
+    its own (drawing digits D names as their label)."""
+    return F.cross_entropy(scores.float(), labels)
+
+
 class GANLoss(NamedTuple):
     d_loss: Callable[..., torch.Tensor]
     g_loss: Callable[[torch.Tensor], torch.Tensor]

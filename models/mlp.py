@@ -67,10 +67,12 @@ class Discriminator(nn.Module):
         projection = cfg.num_classes if cfg.conditional and not concat else 0
         self.head = ProjectionHead(w, projection, sn)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
+                classes: bool = False) -> torch.Tensor:
+        """(N,) logits; ``classes``: (N, 1 + classes), every class's score after them."""
         check_labels(labels, self.cfg.num_classes, x.shape[0])
         h = x.flatten(1)  # (N, P): 784 for MNIST
         if self.concat_embed is not None:
             h = torch.cat([h, self.concat_embed(labels)], dim=1)
         phi = self.body(h)  # (N, 4 * width): 256 at width 64
-        return self.head(phi, None if self.concat_embed is not None else labels)  # (N,) logits
+        return self.head(phi, None if self.concat_embed is not None else labels, classes)

@@ -24,7 +24,7 @@ from ganforge import __version__
 from ganforge.errors import InvalidInput, TrainingCancelled, TrainingDiverged
 from ganforge.spec import TrainConfig
 from models.augment import diff_augment
-from models.losses import gradient_penalty, mode_seeking, r1_penalty
+from models.losses import class_loss, gradient_penalty, mode_seeking, r1_penalty
 from trainer.data import Split, normalize
 from trainer.fastpath import (
     EpochOrder,
@@ -329,8 +329,11 @@ class GANTrainer:
                 r1_due = self.r1_due(i)
                 if r1_due:
                     x_real = x_real.detach().requires_grad_(True)
-                d_real, d_fake = D(x_real, y_in), D(diff_augment(fake.detach(), cfg.augment), y_in)
+                d_real, classes = self.judge(D, x_real, y_in)
+                d_fake = D(diff_augment(fake.detach(), cfg.augment), y_in)
                 d_loss = self.loss.d_loss(d_real, d_fake, cfg.real_label)
+                if classes is not None:  # AC: D names the real images' labels
+                    d_loss = d_loss + cfg.class_loss * class_loss(classes, y)
                 if self.loss.gradient_penalty:
                     gp = gradient_penalty(partial(D, labels=y_in), real, fake.detach())
                     d_loss = d_loss + cfg.gp_weight * gp
@@ -345,7 +348,10 @@ class GANTrainer:
         # clears them anyway), so G's gradients are the same to the bit and the step is cheaper.
         # torch.compile guards on requires_grad (a second graph), so compile: on leaves D as is.
         with self.autocast(), frozen(self.D, not self.fast.compile):
-            g_loss = self.loss.g_loss(D(diff_augment(fake, cfg.augment), y_in))
+            d_gen, classes = self.judge(D, diff_augment(fake, cfg.augment), y_in)
+            g_loss = self.loss.g_loss(d_gen)
+            if classes is not None:  # AC: G draws what D names as the asked-for label
+                g_loss = g_loss + cfg.class_loss * class_loss(classes, y)
             if cfg.mode_seeking:  # variety within a label: pairs of this batch's images
                 g_loss = g_loss + cfg.mode_seeking * mode_seeking(fake.float(), z, y_in)
         self.opt_g.zero_grad(set_to_none=True)
@@ -353,6 +359,14 @@ class GANTrainer:
         self.opt_g.step()
         self.update_ema(decay)
         return loss_row(d_loss, g_loss, real_mean, fake_mean)
+
+    def judge(self, D: Callable[..., torch.Tensor], x: torch.Tensor,
+              y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's (N,) logits on ``x`` and, with ``class_loss``, its (N, classes) class scores."""
+        if not self.cfg.class_loss:
+            return D(x, y), None
+        out = D(x, y, classes=True)  # (N, 1 + classes)
+        return out[:, 0], out[:, 1:]
 
     def r1_due(self, i: int) -> bool:
         """Whether this step's ``i``-th D step adds the lazy R1 penalty (every ``r1_every``-th)."""

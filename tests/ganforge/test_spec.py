@@ -21,6 +21,7 @@ def test_defaults_are_the_reference_recipe() -> None:
     assert (cfg.r1_gamma, cfg.r1_every) == (0.5, 16)  # BENCHMARKS.md: "R1 in the defaults"
     assert cfg.ema_bn_batches == 50  # BENCHMARKS.md: "The EMA's own BatchNorm statistics"
     assert cfg.d_label_spread  # BENCHMARKS.md: "The label spread in the defaults"
+    assert cfg.class_loss == 0.03  # BENCHMARKS.md: "The class loss in the defaults"
     assert cfg.model_name == "mnist-dcgan-cond"
     assert TrainConfig(family="mlp", conditional=False).model_name == "mnist-mlp"
 
@@ -53,6 +54,26 @@ def test_a_config_stored_before_the_label_spread_trained_without_it() -> None:
     stored = {k: v for k, v in TrainConfig(d_label_spread=False).to_dict().items() if k != "d_label_spread"}
     assert TrainConfig.from_stored(stored).d_label_spread is False
     assert TrainConfig.model_validate(stored).d_label_spread is True
+
+
+@pytest.mark.parametrize("changes", [{"conditional": False}, {"d_conditioning": "concat"},
+                                     {"schedule": "threshold"}, {"family": "mlp", "conditional": False}])
+def test_class_loss_needs_a_projection_d_and_the_fixed_schedule(changes: dict) -> None:
+    """On by default where D has class scores; left out elsewhere, off; asked for, refused."""
+    assert TrainConfig(**changes).class_loss == 0.0
+    with pytest.raises(ValidationError, match="class_loss needs a conditional model with projection"):
+        TrainConfig(**changes, class_loss=0.1)
+    assert TrainConfig(family="mlp").class_loss == TrainConfig(loss="bce").class_loss == 0.03
+    assert TrainConfig(family="mlp", class_loss=0.1).class_loss == 0.1
+    assert TrainConfig(dataset="fashion-mnist").class_loss == 0.0  # its recipe, as measured
+    with pytest.raises(ValidationError, match="class_loss[\\s\\S]*less than or equal to 10"):
+        TrainConfig(class_loss=11)
+
+
+def test_a_config_stored_before_the_class_loss_trained_without_it() -> None:
+    stored = {k: v for k, v in TrainConfig(class_loss=0.1).to_dict().items() if k != "class_loss"}
+    assert TrainConfig.from_stored(stored).class_loss == 0.0
+    assert TrainConfig.model_validate(stored).class_loss == 0.03
 
 
 @pytest.mark.parametrize(("changes", "field"), [

@@ -144,3 +144,38 @@ def test_label_spread_is_each_labels_feature_spread() -> None:
         assert LabelSpread(3)(x.bfloat16(), y).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="at least 2 classes"):
         LabelSpread(1)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("spread", [False, True])
+def test_class_scores_are_the_projections_for_every_label(family: str, spread: bool) -> None:
+    """``classes=True``: column 0 is D's logit, then every class's ``<embed(c), phi>``; so the
+    logit under label c minus c's score is the same for every c (the label-free part)."""
+    if spread and family != "dcgan":
+        pytest.skip("the spread is the dcgan family's")
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=10, spectral_norm=True, width=16, d_extra_convs=int(spread),
+                      d_label_spread=spread)
+    _, D = models.build(family, cfg)
+    D.eval()
+    x, y = torch.randn(6, 1, 28, 28), torch.tensor([0, 3, 3, 7, 9, 1])
+    out = D(x, y, classes=True)
+    assert out.shape == (6, 11)
+    torch.testing.assert_close(out[:, 0], D(x, y))
+    free = out[:, 0] - out[:, 1:].gather(1, y[:, None]).squeeze(1)  # no label in it
+    if not spread:  # the spread plane depends on the batch's labels, so only its own y checks
+        other = (y + 4) % 10
+        out_other = D(x, other, classes=True)
+        torch.testing.assert_close(out_other[:, 1:], out[:, 1:])
+        torch.testing.assert_close(out_other[:, 0] - out_other[:, 1:].gather(1, other[:, None]).squeeze(1),
+                                   free)
+    assert out[:, 1:].std() > 0
+
+
+@pytest.mark.parametrize(("num_classes", "conditioning"), [(0, "projection"), (10, "concat")])
+def test_class_scores_need_a_projection_discriminator(num_classes: int, conditioning: Any) -> None:
+    cfg = ModelConfig(num_classes=num_classes, d_conditioning=conditioning, width=16)
+    _, D = models.build("dcgan", cfg)
+    y = torch.arange(2) if num_classes else None
+    with pytest.raises(ValueError, match="projection discriminator"):
+        D(torch.randn(2, 1, 28, 28), y, classes=True)

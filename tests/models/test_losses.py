@@ -78,3 +78,13 @@ def test_mode_seeking_pairs_images_of_one_label_and_falls_as_they_differ() -> No
     losses.mode_seeking(fake, z, labels).backward()
     assert fake.grad[2].sum() < 0 < fake.grad[0].sum()  # pushes the pair apart
     assert all(fake.grad[i].abs().sum() == 0 for i in (1, 3, 4))  # not in a same-label pair
+
+
+def test_class_loss_is_cross_entropy_on_the_class_scores() -> None:
+    scores = torch.tensor([[4.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.bfloat16)
+    labels = torch.tensor([0, 2])
+    loss = losses.class_loss(scores, labels)
+    assert loss.dtype == torch.float32  # bf16 scores under autocast, the loss in float32
+    right = math.log(1 + 2 * math.exp(-4.0))
+    assert loss.item() == pytest.approx((right + math.log(3)) / 2, rel=1e-6)
+    assert losses.class_loss(torch.tensor([[0.0, 9.0, 0.0]]), torch.tensor([1])).item() < 1e-3

@@ -197,14 +197,30 @@ def test_fast_options_give_the_plain_loops_losses(make_cfg, mnist_train, device,
     {"compile": "graph", "adam": "fused", "channels_last": "on"},
 ])
 def test_fast_options_match_the_default_recipe_early(make_cfg, mnist_train, options) -> None:
-    """The default architecture, rates and R1 (third D conv, lr 6e-4, R1 at step 1), before
-    rounding differences have had steps to grow: the first 5 steps' losses agree to 1e-4."""
+    """The default architecture, rates, R1 and class loss (third D conv, lr 6e-4, R1 at step 1),
+    before rounding differences have had steps to grow: the first 5 steps' losses agree to 2e-3.
+    (Without the class loss they agree to 1e-4; its class scores, ~10 in size at the start, grow
+    channels_last's rounding to 4e-4 by step 3 and 1e-3 by step 4. A term left out moves them by
+    far more: ``test_the_graph_takes_the_class_loss_as_the_plain_loop_does``.)"""
     plain = {k: v for k, v in PLAIN.items() if k not in ("lr_g", "lr_d", "d_extra_convs", "r1_gamma")}
     _, want = train(make_cfg(steps=5, **plain), mnist_train)
     _, got = train(make_cfg(steps=5, **{**plain, **options}), mnist_train)
     assert sorted(got.read) == [1, 2, 3, 4, 5]
     for step, (d, g) in got.read.items():
+        assert (d, g) == pytest.approx(want.read[step], abs=2e-3, rel=2e-3), step
+
+
+def test_the_graph_takes_the_class_loss_as_the_plain_loop_does(make_cfg, mnist_train) -> None:
+    recipe = {**PLAIN, "class_loss": 0.5}
+    _, want = train(make_cfg(steps=5, **recipe), mnist_train)
+    _, got = train(make_cfg(steps=5, **{**recipe, "compile": "graph"}), mnist_train)
+    _, without = train(make_cfg(steps=5, **{**PLAIN, "class_loss": 0.0}), mnist_train)
+    assert sorted(got.read) == [1, 2, 3, 4, 5]
+    for step, (d, g) in got.read.items():
         assert (d, g) == pytest.approx(want.read[step], abs=1e-4, rel=1e-4), step
+    # the first D step starts from the same weights: its loss differs by the class term alone
+    assert want.read[1][0] > without.read[1][0] + 0.5
+    assert want.read[1][1] != pytest.approx(without.read[1][1], abs=1e-3)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -221,6 +237,8 @@ def test_fast_options_match_the_default_recipe_early(make_cfg, mnist_train, opti
     # R1's steps outside the graph; D's label spread plane (R1 differentiates through it too)
     {"compile": "graph", "r1_gamma": 1.0, "r1_every": 3, "d_label_spread": True},
     {"lr_decay": "tail", "lr_tail": 0.5, "d_label_spread": True, "amp": "bf16"},
+    # the class loss: D's class scores in both steps, R1 through a column of D's output
+    {"compile": "graph", "class_loss": 0.5, "r1_gamma": 1.0, "r1_every": 3},
 ])
 def test_resume_is_exact_with_fast_options(make_cfg, mnist_train, tmp_path, device, changes) -> None:
     """4 steps, a checkpoint, the other 4 from it equals 8 in one go (CUDA: to float tolerance, its

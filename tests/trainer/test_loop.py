@@ -56,9 +56,9 @@ def test_resume_rebuilds_from_the_checkpoint_config(make_cfg, mnist_train, tmp_p
 def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mnist_train, tmp_path,
                                                                    monkeypatch) -> None:
     """A checkpoint written before ``lr_decay``, ``r1_gamma``, ``augment``, ``d_extra_convs``,
-    ``ema_bn_batches`` and ``d_label_spread`` existed trained without them: it resumes without
-    them even where today's defaults turn them on (``d_extra_convs`` is on by default: 1,
-    ``ema_bn_batches``: 50, ``d_label_spread``: on)."""
+    ``ema_bn_batches``, ``d_label_spread`` and ``class_loss`` existed trained without them: it
+    resumes without them even where today's defaults turn them on (``d_extra_convs`` is on by
+    default: 1, ``ema_bn_batches``: 50, ``d_label_spread``: on, ``class_loss``: 0.03)."""
     t = GANTrainer(make_cfg(steps=2, d_extra_convs=0), mnist_train,
                    callbacks=[Checkpointer(tmp_path, every=1)])
     t.fit()
@@ -79,6 +79,7 @@ def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mni
         assert resumed.cfg.d_extra_convs == resumed.arch.d_extra_convs == 0 != TrainConfig().d_extra_convs
         assert resumed.cfg.ema_bn_batches == 0 != TrainConfig().ema_bn_batches
         assert not resumed.cfg.d_label_spread and resumed.D.spread is None
+        assert resumed.cfg.class_loss == 0.0 != TrainConfig().class_loss
         assert resumed.cfg.lr_tail == 0.25
         resumed.fit()  # the D it was trained with: its weights loaded, one more step taken
         assert resumed.step == 3
@@ -162,6 +163,30 @@ def test_mode_seeking_weighs_on_the_g_step_only(make_cfg, mnist_train) -> None:
     seeking.fit()
     assert same_weights(plain.D.state_dict(), seeking.D.state_dict())  # the D step came first
     assert not same_weights(plain.G.state_dict(), seeking.G.state_dict())
+
+
+def test_class_loss_weighs_on_d_and_g(make_cfg, mnist_train) -> None:
+    plain = GANTrainer(make_cfg(steps=1, class_loss=0.0), mnist_train)
+    plain.fit()
+    ac = GANTrainer(make_cfg(steps=1, class_loss=1.0), mnist_train)
+    ac.fit()
+    assert not same_weights(plain.D.state_dict(), ac.D.state_dict())  # D names real labels
+    assert not same_weights(plain.G.state_dict(), ac.G.state_dict())
+
+
+def test_class_loss_teaches_d_to_name_real_images(make_cfg, mnist_train) -> None:
+    """D's class scores read real digits far better after steps with the class loss than after
+    the same steps without it (the projection alone learns labels slowly)."""
+    def accuracy(weight: float) -> float:
+        t = GANTrainer(make_cfg(steps=40, width=16, batch_size=32, class_loss=weight), mnist_train)
+        t.fit()
+        x, y = mnist_train.normalized(slice(0, 512)), mnist_train.labels[:512]
+        with torch.no_grad():
+            scores = t.D.eval()(x, y, classes=True)[:, 1:]
+        return (scores.argmax(1) == y).float().mean().item()
+
+    with_it, without = accuracy(1.0), accuracy(0.0)
+    assert with_it > 0.6 and with_it > without + 0.2, (with_it, without)
 
 
 def test_the_last_step_settles_the_emas_batchnorm(make_cfg, mnist_train, tmp_path) -> None:
