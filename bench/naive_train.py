@@ -21,7 +21,7 @@ import models
 from ganforge.settings import get_settings
 from ganforge.spec import TrainConfig
 from models.losses import class_loss, r1_penalty
-from trainer.loop import architecture
+from trainer.loop import architecture, discriminate
 
 NUM_CLASSES = 10  # MNIST, the set the tutorials train on
 
@@ -79,21 +79,19 @@ def naive_train(cfg: TrainConfig, data_dir: Path, *, steps: int, warmup: int = 1
             fake = G(z, labels)
             r1_due = cfg.r1_gamma > 0 and step % cfg.r1_every == 0  # the recipe's lazy R1
             real.requires_grad_(r1_due)
-            ac = cfg.class_loss  # the recipe's class loss: D's class scores after its logit
-            out_real = D(real, labels, classes=True) if ac else D(real, labels)[:, None]
-            d_real = out_real[:, 0]
+            d_real, classes = discriminate(D, real, labels, bool(cfg.class_loss))
             err_d = loss.d_loss(d_real, D(fake.detach(), labels), cfg.real_label)
-            if ac:
-                err_d = err_d + ac * class_loss(out_real[:, 1:], labels)
+            if classes is not None:  # the recipe's class loss
+                err_d = err_d + cfg.class_loss * class_loss(classes, labels)
             if r1_due:
                 err_d = err_d + cfg.r1_gamma / 2 * cfg.r1_every * r1_penalty(d_real, real)
             opt_d.zero_grad()
             err_d.backward()
             opt_d.step()
-            out_fake = D(fake, labels, classes=True) if ac else D(fake, labels)[:, None]
-            err_g = loss.g_loss(out_fake[:, 0])
-            if ac:
-                err_g = err_g + ac * class_loss(out_fake[:, 1:], labels)
+            d_gen, classes = discriminate(D, fake, labels, bool(cfg.class_loss))
+            err_g = loss.g_loss(d_gen)
+            if classes is not None:
+                err_g = err_g + cfg.class_loss * class_loss(classes, labels)
             opt_g.zero_grad()
             err_g.backward()
             opt_g.step()

@@ -132,6 +132,16 @@ def frozen(module: torch.nn.Module, freeze: bool = True) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+def discriminate(D: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor | None,
+                 classes: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """D's (N,) logits on ``x`` and, with ``classes`` (the class loss), its (N, classes) class
+    scores from the same forward; None without."""
+    if not classes:
+        return D(x, y), None
+    out = D(x, y, classes=True)  # (N, 1 + classes)
+    return out[:, 0], out[:, 1:]
+
+
 @torch.no_grad()
 def lerp_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """``ema = decay * ema + (1 - decay) * model`` for every parameter (a few foreach kernels);
@@ -329,7 +339,7 @@ class GANTrainer:
                 r1_due = self.r1_due(i)
                 if r1_due:
                     x_real = x_real.detach().requires_grad_(True)
-                d_real, classes = self.judge(D, x_real, y_in)
+                d_real, classes = discriminate(D, x_real, y_in, bool(cfg.class_loss))
                 d_fake = D(diff_augment(fake.detach(), cfg.augment), y_in)
                 d_loss = self.loss.d_loss(d_real, d_fake, cfg.real_label)
                 if classes is not None:  # AC: D names the real images' labels
@@ -348,7 +358,7 @@ class GANTrainer:
         # clears them anyway), so G's gradients are the same to the bit and the step is cheaper.
         # torch.compile guards on requires_grad (a second graph), so compile: on leaves D as is.
         with self.autocast(), frozen(self.D, not self.fast.compile):
-            d_gen, classes = self.judge(D, diff_augment(fake, cfg.augment), y_in)
+            d_gen, classes = discriminate(D, diff_augment(fake, cfg.augment), y_in, bool(cfg.class_loss))
             g_loss = self.loss.g_loss(d_gen)
             if classes is not None:  # AC: G draws what D names as the asked-for label
                 g_loss = g_loss + cfg.class_loss * class_loss(classes, y)
@@ -359,14 +369,6 @@ class GANTrainer:
         self.opt_g.step()
         self.update_ema(decay)
         return loss_row(d_loss, g_loss, real_mean, fake_mean)
-
-    def judge(self, D: Callable[..., torch.Tensor], x: torch.Tensor,
-              y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """D's (N,) logits on ``x`` and, with ``class_loss``, its (N, classes) class scores."""
-        if not self.cfg.class_loss:
-            return D(x, y), None
-        out = D(x, y, classes=True)  # (N, 1 + classes)
-        return out[:, 0], out[:, 1:]
 
     def r1_due(self, i: int) -> bool:
         """Whether this step's ``i``-th D step adds the lazy R1 penalty (every ``r1_every``-th)."""
