@@ -150,22 +150,25 @@ def _settings(data_dir: Path | None) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ganforge.spec import TrainConfig
+
+    # what can be checked without torch is checked before torch is imported (seconds): a bad
+    # flag answers at once
+    given = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields}
+    cfg = None if args.resume is not None else TrainConfig.model_validate(given)
+    if args.eval_samples is not None and not 100 <= args.eval_samples <= 200_000:
+        raise InvalidInput("eval_samples", f"must be between 100 and 200000, got {args.eval_samples}")
+    recipe = _judge_recipe(args.judge_epochs, args.judge_subset, "judge_")
     from trainer import pipeline
     from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
-    given = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields}
-    if args.resume is not None:
+    if cfg is None:
         ckpt_path = args.resume / CHECKPOINT_NAME
         if not ckpt_path.exists():
             raise InvalidInput("resume", f"no {CHECKPOINT_NAME} in {args.resume}")
         cfg = TrainConfig.resumed(load_checkpoint(ckpt_path)["config"], given)
         run_dir = args.resume
     else:
-        cfg = TrainConfig.model_validate(given)
         run_dir = args.run_dir
-    if args.eval_samples is not None and not 100 <= args.eval_samples <= 200_000:
-        raise InvalidInput("eval_samples", f"must be between 100 and 200000, got {args.eval_samples}")
-    recipe = _judge_recipe(args.judge_epochs, args.judge_subset, "judge_")
     settings = _settings(args.data_dir)
     from trainer.loop import resolve_device
 
@@ -184,12 +187,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _judge_recipe(epochs: int, subset: int, prefix: str = "") -> Any:
-    from trainer.judges import JudgeRecipe
-
     if not 1 <= epochs <= 100:
         raise InvalidInput(f"{prefix}epochs", f"must be between 1 and 100, got {epochs}")
     if subset < 0:
         raise InvalidInput(f"{prefix}subset", f"must be 0 (all) or more, got {subset}")
+    from trainer.judges import JudgeRecipe
+
     return JudgeRecipe(epochs=epochs, subset=subset)
 
 
@@ -205,7 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(OnnxGenerator(model.onnx_path, model.spec), latent_dim=model.spec.latent_dim,
                       conditional=model.spec.conditional, data_dir=settings.data_dir,
                       n=args.samples or settings.eval_samples, seed=args.seed,
-                      dataset=card.dataset, image_size=size, channels=channels)
+                      dataset=card.dataset, image_size=size, channels=channels,
+                      cache=settings.feature_cache)
     if args.json:
         print(json.dumps({"tag": model.tag, **report.to_dict()}, indent=2))
     else:
@@ -273,11 +277,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_classifier(args: argparse.Namespace) -> int:
     from ganforge.datasets import check_request
-    from trainer import classifier, judges
 
     check_request(args.dataset, image_size=args.image_size, channels=args.channels)
     recipe = _judge_recipe(args.epochs, args.subset)
     settings = _settings(args.data_dir)
+    from trainer import classifier, judges
+
     key = judges.JudgeKey(args.dataset, args.channels, args.image_size)
     if args.output is not None or key.shipped:  # a weights file (MNIST: the shipped one)
         from trainer.data import load_dataset
@@ -301,20 +306,21 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from ganforge.queue import QUEUES, app
     from ganforge.settings import get_settings
-    from trainer import worker  # noqa: F401  (registers the train_gan task on the app)
 
+    jobs = get_settings().worker_jobs if args.jobs is None else args.jobs
+    if not 1 <= jobs <= 64:
+        raise InvalidInput("jobs", f"must be between 1 and 64, got {jobs}")
     if args.queues:
         queues = args.queues
         unknown = set(queues.split(",")) - set(QUEUES)
         if unknown:
             raise InvalidInput("queues", f"unknown {sorted(unknown)}; allowed: {', '.join(QUEUES)}")
-    else:
+    from trainer import worker  # noqa: F401  (registers the train_gan task on the app)
+
+    if not args.queues:
         import torch
 
         queues = "gpu,cpu" if torch.cuda.is_available() else "cpu"
-    jobs = get_settings().worker_jobs if args.jobs is None else args.jobs
-    if not 1 <= jobs <= 64:
-        raise InvalidInput("jobs", f"must be between 1 and 64, got {jobs}")
     # solo pool: the job runs in this process, so CUDA is never initialised in a forked parent;
     # K jobs at once: a thread each in this process (one CUDA context, a stream per job)
     pool = ["--pool=solo", "--concurrency=1"] if jobs == 1 else ["--pool=threads", f"--concurrency={jobs}"]

@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         return not self.broker_url and not self.result_backend
 
     @property
+    def feature_cache(self) -> Path:
+        """Where the evaluator keeps its judge's features of real images between processes
+        (``trainer.evaluate.real_features``: files named by what they are a function of)."""
+        return self.var_dir / "cache"
+
+    @property
     def redis_url(self) -> str | None:
         """The Redis server behind the queue (job store, locks, queue lengths), if any."""
         url = self.broker_url or self.result_backend

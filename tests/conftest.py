@@ -19,6 +19,8 @@ os.environ["BENTOML_HOME"] = _STORE
 os.environ["GANFORGE_DATA_DIR"] = str(DATA_DIR)
 os.environ["GANFORGE_DOWNLOAD"] = "0"
 os.environ["GANFORGE_RUNS_DIR"] = tempfile.mkdtemp(prefix="ganforge-test-runs-")
+# the session's own var/ (the evaluator's feature cache, shared by the session's processes)
+os.environ["GANFORGE_VAR_DIR"] = tempfile.mkdtemp(prefix="ganforge-test-var-")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 # The queue: a Redis database of the tests' own (CI starts Redis when it is down), with short
 # redelivery and lock times so that the crash test runs in seconds.

@@ -21,6 +21,17 @@ from trainer.data import Split
 
 WEIGHTS = Path(__file__).parent / "assets" / "mnist_cnn.pt"
 FEATURES = 128
+WIDEST = 32  # channels of the first block, whose maps are at the full side
+# The judge's widest activation (WIDEST channels at full side, float32) per forward, at most:
+# ~10 MiB (104 MNIST images) stays on the heap from batch to batch, where 1000 images (100 MB a
+# layer, past malloc's mmap threshold) were faulted in afresh every layer, half the CPU time in
+# the kernel (BENCHMARKS.md, "The judge in small batches").
+ACTIVATION_BYTES = 10 * 2**20
+
+
+def judge_batch(image_size: int) -> int:
+    """Images a judge forward takes at once at this side."""
+    return max(1, ACTIVATION_BYTES // (WIDEST * image_size * image_size * 4))
 
 
 class JudgeCNN(nn.Module):
@@ -40,8 +51,8 @@ class JudgeCNN(nn.Module):
             )
 
         self.features = nn.Sequential(
-            block(channels, 32),  # (N, 32, S/2, S/2): 14 for MNIST
-            block(32, 64),  # (N, 64, S/4, S/4): 7
+            block(channels, WIDEST),  # (N, 32, S/2, S/2): 14 for MNIST
+            block(WIDEST, 64),  # (N, 64, S/4, S/4): 7
             nn.Flatten(),
             nn.Linear(64 * (image_size // 4) ** 2, FEATURES),
             nn.ReLU(),
@@ -75,9 +86,12 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
 
 
 @torch.no_grad()
-def predict(model: JudgeCNN, images: torch.Tensor, batch: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return ``(logits, penultimate features)`` for images in [-1, 1]."""
+def predict(model: JudgeCNN, images: torch.Tensor,
+            batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return ``(logits, penultimate features)`` for images in [-1, 1], ``batch`` images a
+    forward (default: ``judge_batch``; an image's outputs do not depend on it)."""
     model.eval()
+    batch = batch or judge_batch(model.shape[1])
     logits, feats = [], []
     for i in range(0, images.shape[0], batch):
         f = model.features(images[i : i + batch])

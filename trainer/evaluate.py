@@ -12,6 +12,8 @@ On ``n`` samples (default 10,000; a conditional model gets ``n/K`` per class) it
   proportions, not the set's own (on MNIST, 10,000 images: 4.01 instead of 3.55).
 """
 
+import hashlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,11 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganforge.files import atomic_write
 from ganforge.generator import latents
 from trainer import classifier, judges
 from trainer.data import Split, load_dataset
 from trainer.judges import Judge, JudgeKey
 
+log = logging.getLogger(__name__)
+FEATURES_FORMAT = 1  # in the cache files' digest: bump when what a feature is changes
 # (z, labels | None) -> images in [-1, 1], (N, C, H, W)
 SampleFn = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
@@ -82,26 +87,70 @@ def torch_sampler(generator: torch.nn.Module, device: torch.device) -> SampleFn:
     return sample
 
 
+def real_features(judge: Judge, split: Split, index: torch.Tensor | None = None,
+                  cache: Path | None = None) -> np.ndarray:
+    """The judge's features of ``split``'s rows ``index`` (all: None), float64.
+
+    With a ``cache`` folder they are kept there in a file named by a digest of all they are a
+    function of (the judge's weights and buffers, the images' bytes, torch's version,
+    ``FEATURES_FORMAT``), so a later process reads them back rather than running the judge over
+    a whole test split again (each ``ganforge train``, each worker process). A file that does
+    not read back as such an array (half-written, damaged, another shape) is computed again and
+    replaced; one that cannot be written costs time, never the evaluation."""
+    rows = torch.arange(len(split)) if index is None else index
+    if cache is None:
+        return _judged(judge, split, rows)
+    key = hashlib.sha256(f"{FEATURES_FORMAT} {torch.__version__}".encode())
+    for name, tensor in judge.model.state_dict().items():
+        key.update(name.encode())
+        key.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    key.update(split.images[rows].contiguous().numpy().tobytes())
+    path = cache / f"judge-features-{key.hexdigest()[:40]}.npy"
+    try:
+        feats = np.load(path, allow_pickle=False)
+        if feats.dtype == np.float64 and feats.shape == (len(rows), classifier.FEATURES) \
+                and np.isfinite(feats).all():
+            return feats
+        log.warning("%s holds a %s array of %s, not the features: computing them again", path,
+                    feats.dtype, feats.shape)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, EOFError) as exc:  # truncated, not an .npy, unreadable
+        log.warning("%s does not read back (%s): computing the features again", path, exc)
+    feats = _judged(judge, split, rows)
+    try:
+        with atomic_write(path, fsync=False) as tmp, open(tmp, "wb") as f:
+            np.save(f, feats, allow_pickle=False)
+    except OSError as exc:
+        log.warning("could not keep the judge's features in %s: %s", cache, exc)
+    return feats
+
+
+def _judged(judge: Judge, split: Split, rows: torch.Tensor) -> np.ndarray:
+    _, feats = classifier.predict_split(judge.model, split, rows)
+    return feats.numpy().astype(np.float64)  # type: ignore[no-any-return]
+
+
 @lru_cache(maxsize=4)
-def _splits(judge: Judge, dataset: str, data_dir: Path) -> tuple[Split, np.ndarray]:
+def _splits(judge: Judge, dataset: str, data_dir: Path, cache: Path | None) -> tuple[Split, np.ndarray]:
     """The training split at the judge's shape and the test split's features, once per
     process and judge."""
     channels, size, _ = judge.model.shape
     test = load_dataset(dataset, data_dir, train=False, image_size=size, channels=channels)
     train = load_dataset(dataset, data_dir, train=True, image_size=size, channels=channels)
-    _, test_feats = classifier.predict_split(judge.model, test)
-    return train, test_feats.numpy().astype(np.float64)
+    return train, real_features(judge, test, cache=cache)
 
 
 @lru_cache(maxsize=8)
 def _reference(judge: Judge, dataset: str, data_dir: Path, n: int,
-               counts: tuple[int, ...] | None = None) -> tuple[np.ndarray, float]:
+               counts: tuple[int, ...] | None = None,
+               cache: Path | None = None) -> tuple[np.ndarray, float]:
     """Test-set features and the real train-vs-test FCD baseline, computed once per process,
     judge and count: ``n`` seeded train images, or ``counts[c]`` of class c (at most what the
     set has) where the generated images come in those class counts."""
-    train, test_np = _splits(judge, dataset, data_dir)
-    _, train_feats = classifier.predict_split(judge.model, train, reference_index(train, n, counts))
-    return test_np, frechet_distance(train_feats.numpy().astype(np.float64), test_np)
+    train, test_np = _splits(judge, dataset, data_dir, cache)
+    train_np = real_features(judge, train, reference_index(train, n, counts), cache)
+    return test_np, frechet_distance(train_np, test_np)
 
 
 def reference_index(train: Split, n: int, counts: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -116,9 +165,11 @@ def reference_index(train: Split, n: int, counts: tuple[int, ...] | None = None)
 
 def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: Path,
              n: int = 10_000, seed: int = 0, batch: int = 1000, dataset: str = "mnist",
-             image_size: int = 28, channels: int = 1, judge: Judge | None = None) -> EvalReport:
+             image_size: int = 28, channels: int = 1, judge: Judge | None = None,
+             cache: Path | None = None) -> EvalReport:
     """Draw ``n`` samples through ``sample`` and judge them with ``judge`` (default: the set's
-    judge at this shape, which must exist: ``judges.ensure`` trains a missing one)."""
+    judge at this shape, which must exist: ``judges.ensure`` trains a missing one). ``cache``:
+    a folder that keeps the real images' features between processes (``real_features``)."""
     start = time.perf_counter()
     data_dir = Path(data_dir).resolve()
     judge = judge or judges.get(JudgeKey(dataset, channels, image_size), data_dir)
@@ -142,7 +193,8 @@ def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: 
                      for c in range(k)]
     m = min(n, 10_000)  # the baseline's image count (and the conditional labels' mix at that count)
     counts = None if labels is None else tuple(np.bincount(labels[:m], minlength=k).tolist())
-    test_feats, baseline = _reference(judge, dataset, data_dir, m, counts)
+    test_feats, baseline = _reference(judge, dataset, data_dir, m, counts,
+                                       None if cache is None else Path(cache).resolve())
     fcd = frechet_distance(np.concatenate(feats).astype(np.float64), test_feats)
     return EvalReport(samples=n, label_accuracy=acc, per_class_accuracy=per_class,
                       class_histogram=hist.tolist(), class_kl=round(kl_to_uniform(hist), 5),

@@ -160,7 +160,8 @@ def export_evaluate_register(trainer: GANTrainer, run_dir: Path, run_id: str, *,
     report = evaluate(OnnxGenerator(onnx_path, card.spec), latent_dim=arch.latent_dim,
                       conditional=arch.conditional, data_dir=settings.data_dir,
                       n=eval_samples or settings.eval_samples, dataset=cfg.dataset,
-                      image_size=cfg.image_size, channels=cfg.channels, judge=judge)
+                      image_size=cfg.image_size, channels=cfg.channels, judge=judge,
+                      cache=settings.feature_cache)
     card = dataclasses.replace(card, metrics=report.to_dict())
     grid = latest_grid(run_dir)
     extra = [run_dir / TORCH_FILE, run_dir / "losses.png", *([grid] if grid else [])]

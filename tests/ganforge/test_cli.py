@@ -1,6 +1,8 @@
 """The ``ganforge`` command end to end, in subprocesses, against a temporary model store."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -115,6 +117,21 @@ def test_bad_input_names_the_field_and_changes_nothing(trained, cli, args, field
     assert field in out.stderr
     assert "Traceback" not in out.stderr
     assert model_tags(cli) == before
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--family", "stylegan"], ["train", "--steps", "0"], ["train", "--judge-epochs", "0"],
+    ["train", "--eval-samples", "5"], ["classifier", "--dataset", "cifar10"],
+    ["classifier", "--epochs", "0"], ["worker", "--jobs", "0"], ["worker", "--queues", "fpga"]])
+def test_a_bad_flag_is_refused_before_torch_is_imported(args) -> None:
+    """The spec and the flags are checked first (ganforge.spec is torch-free): a typo answers
+    in well under a second, not after the seconds torch takes to import."""
+    code = ("import sys\nfrom ganforge import cli\n"
+            f"code = cli.main({args!r})\n"
+            "print(code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
+    assert args[1].lstrip("-").replace("-", "_") in out.stderr
 
 
 def test_missing_data_with_downloads_off(cli, tmp_path) -> None:

@@ -15,6 +15,20 @@ def test_features_are_the_penultimate_layer(mnist_test) -> None:
     assert torch.allclose(judge.classify(feats), logits, atol=1e-5)
 
 
+def test_the_judge_batch_bounds_the_widest_activation_not_the_outputs(mnist_test) -> None:
+    judge = classifier.load()
+    for side in (28, 32, 64):
+        b = classifier.judge_batch(side)
+        assert b * classifier.WIDEST * side * side * 4 <= classifier.ACTIVATION_BYTES
+        assert (b + 1) * classifier.WIDEST * side * side * 4 > classifier.ACTIVATION_BYTES
+    images = mnist_test.normalized(slice(0, 250))  # 3 forwards of at most 104 images
+    assert classifier.judge_batch(28) < 250
+    logits, feats = classifier.predict(judge, images)
+    whole_logits, whole_feats = classifier.predict(judge, images, batch=250)  # one forward
+    assert torch.allclose(feats, whole_feats, atol=1e-5)
+    assert torch.allclose(logits, whole_logits, atol=1e-5)
+
+
 def test_random_shift_moves_pixels_within_bounds() -> None:
     x = -torch.ones(3, 1, 28, 28)
     x[:, :, 14, 14] = 1.0

@@ -78,3 +78,56 @@ def test_the_baseline_draws_real_images_in_the_generated_class_mix(data_dir, mni
                       data_dir=data_dir, n=500)
     assert cond.fcd_baseline == pytest.approx(balanced, abs=1e-3)
     assert uncond.fcd_baseline == pytest.approx(natural, abs=1e-3)
+
+
+def test_real_features_are_kept_between_processes_and_damage_is_recomputed(
+        data_dir, mnist_test, tmp_path, monkeypatch, caplog) -> None:
+    import torch
+
+    from trainer import evaluate as ev
+    from trainer import judges
+    from trainer.judges import JudgeKey
+
+    judge = judges.get(JudgeKey("mnist", 1, 28), data_dir)
+    part = mnist_test.head(300)
+    index = torch.arange(0, 300, 3)
+    plain = ev.real_features(judge, part, index)  # no cache: the judge itself
+    kept = ev.real_features(judge, part, index, tmp_path)
+    np.testing.assert_array_equal(kept, plain)
+    assert kept.dtype == np.float64 and kept.shape == (100, 128)
+    (path,) = tmp_path.glob("judge-features-*.npy")
+    assert not list(tmp_path.glob(".*.tmp"))  # written whole, then renamed
+
+    def no_judge(*_):
+        raise AssertionError("the judge ran: the cache was not read")
+
+    with monkeypatch.context() as m:  # a later process: read back, the judge not run
+        m.setattr(ev, "_judged", no_judge)
+        np.testing.assert_array_equal(ev.real_features(judge, part, index, tmp_path), plain)
+
+    # other images, another judge (one weight changed): files of their own
+    ev.real_features(judge, part, index + 1, tmp_path)
+    other = judges.Judge(ev.classifier.load(), judge.class_names, "changed", {})
+    with torch.no_grad():
+        other.model.classify.bias[0] += 1.0
+    ev.real_features(other, part, index, tmp_path)
+    assert len(list(tmp_path.glob("judge-features-*.npy"))) == 3
+
+    # a half-written file, an array of another shape, a non-finite one: computed again, replaced
+    good = path.read_bytes()
+    for damaged in (good[: len(good) // 2], b"not an array", None, np.nan):
+        if isinstance(damaged, bytes):
+            path.write_bytes(damaged)
+        else:
+            np.save(path, np.zeros((3, 3)) if damaged is None else np.full((100, 128), damaged))
+        caplog.clear()
+        np.testing.assert_array_equal(ev.real_features(judge, part, index, tmp_path), plain)
+        assert "computing" in caplog.text and str(path) in caplog.text
+        assert path.read_bytes() == good
+
+    # a cache that cannot be written (a file where the folder should be): the features still come
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    caplog.clear()
+    np.testing.assert_array_equal(ev.real_features(judge, part, index, blocked), plain)
+    assert "could not keep" in caplog.text

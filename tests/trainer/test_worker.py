@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from ganforge import jobs, store
 from ganforge.queue import queue_for
+from ganforge.settings import get_settings
 from tests.utils import run_cli
 from tests.utils.workers import TINY, Worker, wait_for
 
@@ -31,6 +32,9 @@ def test_small_job_runs_to_a_registered_model(worker) -> None:
     model = store.get_model(result["tag"])
     assert model.labels["run_id"] == job_id
     assert model.card.config["steps"] == 200
+    # the evaluator kept its judge's features of the test split and the baseline's train images
+    # in the session's var/ (GANFORGE_VAR_DIR) for the processes after it
+    assert len(list(get_settings().feature_cache.glob("judge-features-*.npy"))) >= 2
     text = worker.metrics()
     assert 'ganforge_jobs_total{family="dcgan",state="SUCCESS"} 1.0' in text
     steps = [line for line in text.splitlines()
