@@ -104,13 +104,16 @@ def real_features(judge: Judge, split: Split, index: torch.Tensor | None = None,
     for name, tensor in judge.model.state_dict().items():
         key.update(name.encode())
         key.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    key.update(split.images[rows].contiguous().numpy().tobytes())
+    images = split.images[rows].contiguous()
+    key.update(f"{tuple(images.shape)}".encode())
+    key.update(images.numpy().tobytes())
     path = cache / f"judge-features-{key.hexdigest()[:40]}.npy"
-    try:
-        feats = np.load(path, allow_pickle=False)
-        if feats.dtype == np.float64 and feats.shape == (len(rows), classifier.FEATURES) \
-                and np.isfinite(feats).all():
-            return feats
+    try:  # the header first (mapped, nothing read): a file that claims a huge array costs nothing
+        feats = np.load(path, mmap_mode="r", allow_pickle=False)
+        if feats.dtype == np.float64 and feats.shape == (len(rows), classifier.FEATURES):
+            feats = np.array(feats)
+            if np.isfinite(feats).all():
+                return feats
         log.warning("%s holds a %s array of %s, not the features: computing them again", path,
                     feats.dtype, feats.shape)
     except FileNotFoundError:

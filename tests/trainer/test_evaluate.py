@@ -113,9 +113,15 @@ def test_real_features_are_kept_between_processes_and_damage_is_recomputed(
     ev.real_features(other, part, index, tmp_path)
     assert len(list(tmp_path.glob("judge-features-*.npy"))) == 3
 
-    # a half-written file, an array of another shape, a non-finite one: computed again, replaced
+    # a half-written file, garbage, a header claiming 1 TB, an array of another shape, a
+    # non-finite one: computed again, replaced
     good = path.read_bytes()
-    for damaged in (good[: len(good) // 2], b"not an array", None, np.nan):
+    huge = np.lib.format.header_data_from_array_1_0(np.zeros((1, 1)))
+    huge["shape"] = (10**9, 128)  # a header that claims 1 TB, and no data
+    with open(tmp_path / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, huge)
+    for damaged in (good[: len(good) // 2], b"not an array", (tmp_path / "huge.npy").read_bytes(),
+                    None, np.nan):
         if isinstance(damaged, bytes):
             path.write_bytes(damaged)
         else:
