@@ -10,9 +10,9 @@ each is a first call, as in a worker or ``ganforge train``; the batches take tur
 round. Malloc is set as a training process's (``trainer.fastpath.keep_freed_memory``: the
 evaluation runs after training, in the same process) unless ``--malloc-as-is``. Printed a row
 each: wall seconds, user and system CPU seconds, minor page faults (``getrusage``), and the
-largest difference of its features from the first batch's. With ``--cache`` each process asks
-``trainer.evaluate.real_features`` with a fresh cache folder shared by the rounds: the first
-round computes and writes the file, the later ones read it back.
+largest difference of its features, over its rounds, from the first batch's first round. With
+``--cache`` each process asks ``trainer.evaluate.real_features`` with a fresh cache folder shared
+by the rounds: the first round computes and writes the file, the later ones read it back.
 """
 
 import argparse
@@ -85,19 +85,20 @@ def main() -> None:
         args.batches = [0]
     cache = tempfile.mkdtemp(prefix="judge_time_cache_") if args.cache else ""
     runs: dict[int, list[dict[str, float]]] = {b: [] for b in args.batches}
-    diffs: dict[int, float] = {}
-    for _ in range(args.rounds):
+    for r in range(args.rounds):
         for b in args.batches:
             child = {"batch": b, "keep": not args.malloc_as_is, "cache": cache, "dataset": args.dataset,
-                     "size": args.size, "channels": args.channels, "out": f"{out}_{b}.pt",
+                     "size": args.size, "channels": args.channels, "out": f"{out}_{b}_{r}.pt",
                      "data_dir": str(get_settings().data_dir)}
             done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(child)], cwd=root,
                                   capture_output=True, text=True, check=True)
             runs[b].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    first = torch.load(f"{out}_{args.batches[0]}.pt")
-    for b in args.batches:
-        diffs[b] = float((torch.load(f"{out}_{b}.pt") - first).abs().max())
-        Path(f"{out}_{b}.pt").unlink()
+    first = torch.load(f"{out}_{args.batches[0]}_0.pt")
+
+    def diff(b: int) -> float:  # over the batch's rounds (with --cache: computed, then read back)
+        return max(float((torch.load(f"{out}_{b}_{r}.pt") - first).abs().max())
+                   for r in range(args.rounds))
+
     print("| images a forward | wall s (median; rounds) | user s | system s | minor faults | "
           "max feature difference from the first |")
     print("|---|---|---|---|---|---|")
@@ -110,7 +111,9 @@ def main() -> None:
         name = f"{b or judge_batch(args.size)}{' (default)' if not b else ''}"
         walls = ", ".join(f"{r['wall']:.2f}" for r in rs)
         print(f"| {name} | {med('wall'):.2f} ({walls}) | "
-              f"{med('user'):.2f} | {med('sys'):.2f} | {med('minflt'):,.0f} | {diffs[b]:.1e} |")
+              f"{med('user'):.2f} | {med('sys'):.2f} | {med('minflt'):,.0f} | {diff(b):.1e} |")
+    for f in Path(out).parent.glob(f"{Path(out).name}_*.pt"):
+        f.unlink()
     if cache:
         print("# --cache: round 1 computed the features and wrote them; the later rounds read them")
         shutil.rmtree(cache)

@@ -310,17 +310,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     jobs = get_settings().worker_jobs if args.jobs is None else args.jobs
     if not 1 <= jobs <= 64:
         raise InvalidInput("jobs", f"must be between 1 and 64, got {jobs}")
-    if args.queues:
-        queues = args.queues
-        unknown = set(queues.split(",")) - set(QUEUES)
-        if unknown:
-            raise InvalidInput("queues", f"unknown {sorted(unknown)}; allowed: {', '.join(QUEUES)}")
+    unknown = set(args.queues.split(",")) - set(QUEUES) if args.queues else set()
+    if unknown:
+        raise InvalidInput("queues", f"unknown {sorted(unknown)}; allowed: {', '.join(QUEUES)}")
+    import torch
+
     from trainer import worker  # noqa: F401  (registers the train_gan task on the app)
 
-    if not args.queues:
-        import torch
-
-        queues = "gpu,cpu" if torch.cuda.is_available() else "cpu"
+    queues = args.queues or ("gpu,cpu" if torch.cuda.is_available() else "cpu")
     # solo pool: the job runs in this process, so CUDA is never initialised in a forked parent;
     # K jobs at once: a thread each in this process (one CUDA context, a stream per job)
     pool = ["--pool=solo", "--concurrency=1"] if jobs == 1 else ["--pool=threads", f"--concurrency={jobs}"]
