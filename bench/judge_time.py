@@ -44,7 +44,8 @@ test = load_dataset(args["dataset"], data_dir, train=False, image_size=args["siz
 r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
 if args["cache"]:
     from trainer.evaluate import real_features
-    feats = torch.from_numpy(real_features(judge, test, cache=Path(args["cache"]))).float()
+    from trainer.feature_cache import FeatureCache
+    feats = torch.from_numpy(real_features(judge, test, cache=FeatureCache(Path(args["cache"])))).float()
 else:
     rows = torch.arange(len(test))
     feats = torch.cat([classifier.predict(judge.model, test.normalized(rows[i : i + 1000]),

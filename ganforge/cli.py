@@ -200,6 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ganforge import store
     from ganforge.generator import OnnxGenerator
     from trainer.evaluate import evaluate
+    from trainer.feature_cache import FeatureCache
 
     settings = _settings(args.data_dir)
     model = store.get_model(args.tag)
@@ -209,7 +210,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                       conditional=model.spec.conditional, data_dir=settings.data_dir,
                       n=args.samples or settings.eval_samples, seed=args.seed,
                       dataset=card.dataset, image_size=size, channels=channels,
-                      cache=settings.feature_cache)
+                      cache=FeatureCache.of(settings))
     if args.json:
         print(json.dumps({"tag": model.tag, **report.to_dict()}, indent=2))
     else:

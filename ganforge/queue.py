@@ -10,7 +10,7 @@ kombu's filesystem transport and Celery's file result backend, under ``GANFORGE_
 Reliability: a job is acknowledged only when it ends (``task_acks_late``), a worker reserves one
 job at a time (``worker_prefetch_multiplier=1``). On Redis, kombu keeps each unacknowledged
 delivery in the ``unacked`` hash, indexed by delivery time in ``unacked_index``; idle workers put
-back on the queue every delivery older than ``visibility_timeout`` (two minutes by default). The
+back on the queue every delivery older than ``visibility_timeout`` (a minute by default). The
 worker running a job renews its delivery's time there every few seconds (:func:`keep_delivery`),
 so a live job of any length stays put, and a job whose worker died (SIGKILL, a lost node: the
 solo pool never sees ``task_reject_on_worker_lost``) is delivered again within

@@ -35,11 +35,15 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     result_backend: str | None = None
     var_dir: Path = Path("var")
+    # The evaluator's files of real images' judge features under var_dir/cache
+    # (trainer/feature_cache.py): the least recently used go past this many bytes; 0: none kept.
+    feature_cache_bytes: int = Field(256 * 2**20, ge=0)
     # A job whose worker stopped renewing its delivery (SIGKILL, a lost node) goes back to the
     # queue after this long, for another worker to resume from its checkpoint. A running job's
-    # worker renews its delivery every few seconds, so jobs may run far longer than this (Redis
-    # broker only; the embedded queue re-queues interrupted jobs when a worker starts).
-    visibility_timeout: int = Field(120, ge=1)
+    # worker renews its delivery every quarter of this (with its lock, whose TTL is as long), so
+    # jobs may run far longer than this (Redis broker only; the embedded queue re-queues
+    # interrupted jobs when a worker starts).
+    visibility_timeout: int = Field(60, ge=1)
     # Per-job limits, enforced by the worker: past the soft one the job checkpoints and fails,
     # past the hard one it is interrupted.
     job_soft_time_limit: int = Field(6 * 3600, ge=1)

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ganforge.files import atomic_write
 from ganforge.generator import latents
 from trainer import classifier, judges
 from trainer.data import Split, load_dataset
+from trainer.feature_cache import FeatureCache
 from trainer.judges import Judge, JudgeKey
 
 log = logging.getLogger(__name__)
@@ -88,15 +88,13 @@ def torch_sampler(generator: torch.nn.Module, device: torch.device) -> SampleFn:
 
 
 def real_features(judge: Judge, split: Split, index: torch.Tensor | None = None,
-                  cache: Path | None = None) -> np.ndarray:
+                  cache: FeatureCache | None = None) -> np.ndarray:
     """The judge's features of ``split``'s rows ``index`` (all: None), float64.
 
-    With a ``cache`` folder they are kept there in a file named by a digest of all they are a
-    function of (the judge's weights and buffers, the images' bytes, torch's version,
+    With a ``cache`` they are kept there in a file named by a digest of all they are a
+    function of (the judge's weights and buffers, the images' bytes and shape, torch's version,
     ``FEATURES_FORMAT``), so a later process reads them back rather than running the judge over
-    a whole test split again (each ``ganforge train``, each worker process). A file that does
-    not read back as such an array (half-written, damaged, another shape) is computed again and
-    replaced; one that cannot be written costs time, never the evaluation."""
+    a whole test split again (each ``ganforge train``, each worker process)."""
     rows = torch.arange(len(split)) if index is None else index
     if cache is None:
         return _judged(judge, split, rows)
@@ -107,25 +105,11 @@ def real_features(judge: Judge, split: Split, index: torch.Tensor | None = None,
     images = split.images[rows].contiguous()
     key.update(f"{tuple(images.shape)}".encode())
     key.update(images.numpy().tobytes())
-    path = cache / f"judge-features-{key.hexdigest()[:40]}.npy"
-    try:  # the header first (mapped, nothing read): a file that claims a huge array costs nothing
-        feats = np.load(path, mmap_mode="r", allow_pickle=False)
-        if feats.dtype == np.float64 and feats.shape == (len(rows), classifier.FEATURES):
-            feats = np.array(feats)
-            if np.isfinite(feats).all():
-                return feats
-        log.warning("%s holds a %s array of %s, not the features: computing them again", path,
-                    feats.dtype, feats.shape)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, EOFError) as exc:  # truncated, not an .npy, unreadable
-        log.warning("%s does not read back (%s): computing the features again", path, exc)
-    feats = _judged(judge, split, rows)
-    try:
-        with atomic_write(path, fsync=False) as tmp, open(tmp, "wb") as f:
-            np.save(f, feats, allow_pickle=False)
-    except OSError as exc:
-        log.warning("could not keep the judge's features in %s: %s", cache, exc)
+    digest = key.hexdigest()[:40]
+    feats = cache.load(digest, (len(rows), classifier.FEATURES))
+    if feats is None:
+        feats = _judged(judge, split, rows)
+        cache.store(digest, feats)
     return feats
 
 
@@ -135,7 +119,8 @@ def _judged(judge: Judge, split: Split, rows: torch.Tensor) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _splits(judge: Judge, dataset: str, data_dir: Path, cache: Path | None) -> tuple[Split, np.ndarray]:
+def _splits(judge: Judge, dataset: str, data_dir: Path,
+            cache: FeatureCache | None) -> tuple[Split, np.ndarray]:
     """The training split at the judge's shape and the test split's features, once per
     process and judge."""
     channels, size, _ = judge.model.shape
@@ -147,7 +132,7 @@ def _splits(judge: Judge, dataset: str, data_dir: Path, cache: Path | None) -> t
 @lru_cache(maxsize=8)
 def _reference(judge: Judge, dataset: str, data_dir: Path, n: int,
                counts: tuple[int, ...] | None = None,
-               cache: Path | None = None) -> tuple[np.ndarray, float]:
+               cache: FeatureCache | None = None) -> tuple[np.ndarray, float]:
     """Test-set features and the real train-vs-test FCD baseline, computed once per process,
     judge and count: ``n`` seeded train images, or ``counts[c]`` of class c (at most what the
     set has) where the generated images come in those class counts."""
@@ -169,10 +154,10 @@ def reference_index(train: Split, n: int, counts: tuple[int, ...] | None = None)
 def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: Path,
              n: int = 10_000, seed: int = 0, batch: int = 1000, dataset: str = "mnist",
              image_size: int = 28, channels: int = 1, judge: Judge | None = None,
-             cache: Path | None = None) -> EvalReport:
+             cache: FeatureCache | None = None) -> EvalReport:
     """Draw ``n`` samples through ``sample`` and judge them with ``judge`` (default: the set's
-    judge at this shape, which must exist: ``judges.ensure`` trains a missing one). ``cache``:
-    a folder that keeps the real images' features between processes (``real_features``)."""
+    judge at this shape, which must exist: ``judges.ensure`` trains a missing one). ``cache``
+    keeps the real images' features between processes (``real_features``)."""
     start = time.perf_counter()
     data_dir = Path(data_dir).resolve()
     judge = judge or judges.get(JudgeKey(dataset, channels, image_size), data_dir)
@@ -196,8 +181,9 @@ def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: 
                      for c in range(k)]
     m = min(n, 10_000)  # the baseline's image count (and the conditional labels' mix at that count)
     counts = None if labels is None else tuple(np.bincount(labels[:m], minlength=k).tolist())
-    test_feats, baseline = _reference(judge, dataset, data_dir, m, counts,
-                                       None if cache is None else Path(cache).resolve())
+    if cache is not None:
+        cache = FeatureCache(Path(cache.folder).resolve(), cache.max_bytes)
+    test_feats, baseline = _reference(judge, dataset, data_dir, m, counts, cache)
     fcd = frechet_distance(np.concatenate(feats).astype(np.float64), test_feats)
     return EvalReport(samples=n, label_accuracy=acc, per_class_accuracy=per_class,
                       class_histogram=hist.tolist(), class_kl=round(kl_to_uniform(hist), 5),

@@ -31,6 +31,7 @@ from trainer.data import Split, check_family_size, load_dataset
 from trainer.evaluate import EvalReport, evaluate
 from trainer.export import OPSET, TORCH_FILE, export_onnx, save_torch_generator
 from trainer.fastpath import keep_freed_memory
+from trainer.feature_cache import FeatureCache
 from trainer.judges import Judge, JudgeKey, JudgeRecipe
 from trainer.loop import Callback, GANTrainer
 
@@ -161,7 +162,7 @@ def export_evaluate_register(trainer: GANTrainer, run_dir: Path, run_id: str, *,
                       conditional=arch.conditional, data_dir=settings.data_dir,
                       n=eval_samples or settings.eval_samples, dataset=cfg.dataset,
                       image_size=cfg.image_size, channels=cfg.channels, judge=judge,
-                      cache=settings.feature_cache)
+                      cache=FeatureCache.of(settings))
     card = dataclasses.replace(card, metrics=report.to_dict())
     grid = latest_grid(run_dir)
     extra = [run_dir / TORCH_FILE, run_dir / "losses.png", *([grid] if grid else [])]

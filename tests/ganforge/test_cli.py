@@ -1,8 +1,10 @@
 """The ``ganforge`` command end to end, in subprocesses, against a temporary model store."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,13 +112,14 @@ def test_resume_continues_a_run(trained, cli) -> None:
     (["evaluate", "mnist-nothing"], "model"),
 ])
 def test_bad_input_names_the_field_and_changes_nothing(trained, cli, args, field) -> None:
-    before = model_tags(cli)
+    before = store_files()
+    assert any(name.endswith("generator.onnx") for name in before)  # the trained fixture's model
     tiny = TINY if args[0] == "train" and "--resume" not in args else []
     out = cli(args[0], *tiny, *args[1:])  # the bad flag comes last, so it wins
     assert out.returncode == 2, out.stdout + out.stderr
     assert field in out.stderr
     assert "Traceback" not in out.stderr
-    assert model_tags(cli) == before
+    assert store_files() == before
 
 
 @pytest.mark.parametrize("args", [
@@ -170,21 +173,22 @@ def bad_sets(tmp_path_factory) -> dict[str, str]:
 ])
 def test_bad_dataset_input_is_one_line_and_writes_nothing(cli, bad_sets, tmp_path, args, field,
                                                            words) -> None:
-    before = store_tags()
+    before = store_files()
     args = [a.format(**bad_sets) for a in args]
     out = cli("train", *TINY, "--run-dir", str(tmp_path / "run"), *args)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stderr.startswith(f"ganforge: error: {field}: ") and out.stderr.count("\n") == 1, out.stderr
     assert words in out.stderr
     assert not (tmp_path / "run").exists()
-    assert store_tags() == before
+    assert store_files() == before
 
 
-def store_tags() -> set[str]:
-    """Everything in the (session's) model store: generators and judges."""
-    import bentoml
-
-    return {str(m.tag) for m in bentoml.models.list()}
+def store_files() -> dict[str, tuple[int, int]]:
+    """Every file in the (session's) model store, generators and judges, with its size and
+    modification time: a refused command must leave each one as it was."""
+    home = Path(os.environ["BENTOML_HOME"])
+    return {str(p.relative_to(home)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in home.rglob("*") if p.is_file()}
 
 
 def test_one_class_folder_passes_the_check_unconditionally(bad_sets) -> None:

@@ -13,7 +13,7 @@ import pytest
 from ganforge.spec import TrainConfig
 from tests.services.test_service import decode, read_digits
 from tests.utils.server import TOKEN
-from tests.utils.workers import Worker
+from tests.utils.workers import Worker, steps_lasting
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No background connections: this machine's network is closed, and Chromium would log each
@@ -146,7 +146,8 @@ def test_jobs_panel_submits_a_job_and_watches_it_finish(page, server, tmp_path, 
 
     worker = Worker(tmp_path / "worker.log", env=server.env)
     try:
-        job = submit(page, "mlp", "bce", steps=300)
+        # ~8 s of steps on this machine: the page polls every second while a job runs
+        job = submit(page, "mlp", "bce", steps=steps_lasting(8, {"family": "mlp", "loss": "bce"}))
         bar = job.locator("progress")
         seen: list[float] = []
         deadline = time.monotonic() + 300

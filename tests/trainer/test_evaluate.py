@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from trainer.evaluate import evaluate, frechet_distance, kl_to_uniform, real_images_sampler
+from trainer.feature_cache import FeatureCache
 
 
 def test_frechet_distance_of_gaussians() -> None:
@@ -92,7 +93,8 @@ def test_real_features_are_kept_between_processes_and_damage_is_recomputed(
     part = mnist_test.head(300)
     index = torch.arange(0, 300, 3)
     plain = ev.real_features(judge, part, index)  # no cache: the judge itself
-    kept = ev.real_features(judge, part, index, tmp_path)
+    cache = FeatureCache(tmp_path)
+    kept = ev.real_features(judge, part, index, cache)
     np.testing.assert_array_equal(kept, plain)
     assert kept.dtype == np.float64 and kept.shape == (100, 128)
     (path,) = tmp_path.glob("judge-features-*.npy")
@@ -103,14 +105,14 @@ def test_real_features_are_kept_between_processes_and_damage_is_recomputed(
 
     with monkeypatch.context() as m:  # a later process: read back, the judge not run
         m.setattr(ev, "_judged", no_judge)
-        np.testing.assert_array_equal(ev.real_features(judge, part, index, tmp_path), plain)
+        np.testing.assert_array_equal(ev.real_features(judge, part, index, cache), plain)
 
     # other images, another judge (one weight changed): files of their own
-    ev.real_features(judge, part, index + 1, tmp_path)
+    ev.real_features(judge, part, index + 1, cache)
     other = judges.Judge(ev.classifier.load(), judge.class_names, "changed", {})
     with torch.no_grad():
         other.model.classify.bias[0] += 1.0
-    ev.real_features(other, part, index, tmp_path)
+    ev.real_features(other, part, index, cache)
     assert len(list(tmp_path.glob("judge-features-*.npy"))) == 3
 
     # a half-written file, garbage, a header claiming 1 TB, an array of another shape, a
@@ -127,7 +129,7 @@ def test_real_features_are_kept_between_processes_and_damage_is_recomputed(
         else:
             np.save(path, np.zeros((3, 3)) if damaged is None else np.full((100, 128), damaged))
         caplog.clear()
-        np.testing.assert_array_equal(ev.real_features(judge, part, index, tmp_path), plain)
+        np.testing.assert_array_equal(ev.real_features(judge, part, index, cache), plain)
         assert "computing" in caplog.text and str(path) in caplog.text
         assert path.read_bytes() == good
 
@@ -135,5 +137,5 @@ def test_real_features_are_kept_between_processes_and_damage_is_recomputed(
     blocked = tmp_path / "blocked"
     blocked.write_text("")
     caplog.clear()
-    np.testing.assert_array_equal(ev.real_features(judge, part, index, blocked), plain)
+    np.testing.assert_array_equal(ev.real_features(judge, part, index, FeatureCache(blocked)), plain)
     assert "could not keep" in caplog.text

@@ -18,7 +18,7 @@ import redis
 
 from tests.utils import free_port, run_cli
 from tests.utils.server import TOKEN, start_server, stop_server
-from tests.utils.workers import TINY, Worker
+from tests.utils.workers import TINY, Worker, steps_lasting
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="needs redis-server (make test installs it)")
@@ -65,6 +65,10 @@ def test_redis_restart_loses_no_job(tmp_path) -> None:
     env = {"GANFORGE_BROKER_URL": url, "GANFORGE_RESULT_BACKEND": url,
            "BENTOML_HOME": str(tmp_path / "bentoml")}
     server = worker = None
+    # G and D at the reference width, D without the third conv: ~25 s of steps on this machine
+    # train across the outage
+    spec = {**TINY, "width": 64, "batch_size": 64, "d_extra_convs": 0}
+    steps = steps_lasting(25, spec)
     rds = start_redis(port, folder, tmp_path / "redis.log")
     try:
         worker = Worker(tmp_path / "worker.log", env=env, default_timings=True)
@@ -72,9 +76,7 @@ def test_redis_restart_loses_no_job(tmp_path) -> None:
         api = server.client(headers={"Authorization": f"Bearer {TOKEN}"})
         # a job no worker here takes (the gpu queue), and one that trains across the restart
         held = api.post("/jobs", json={**TINY, "device": "cuda", "steps": 10}).json()["id"]
-        # G and D at the reference width, D without the third conv (the duration this was sized for)
-        job = api.post("/jobs", json={**TINY, "width": 64, "batch_size": 64, "d_extra_convs": 0,
-                                      "steps": 300}).json()["id"]
+        job = api.post("/jobs", json={**spec, "steps": steps}).json()["id"]
         wait_job(api, job, lambda s: s["progress"].get("step", 0) >= 20)
         assert {held, job} <= {j["id"] for j in api.get("/jobs").json()["jobs"]}
 
@@ -103,7 +105,7 @@ def test_redis_restart_loses_no_job(tmp_path) -> None:
 
         st = wait_job(api, job, lambda s: s["state"] in ("SUCCESS", "FAILURE", "CANCELLED"))
         assert st["state"] == "SUCCESS", st
-        assert st["result"]["steps"] == 300
+        assert st["result"]["steps"] == steps
         count = server.in_store("from ganforge import store; print(sum(m.labels.get('run_id') "
                                 f"== {job!r} for m in store.list_models()))")
         assert count == "1"

@@ -59,7 +59,7 @@ def test_three_jobs_train_side_by_side_and_each_is_its_own(tmp_path, redis_db) -
 
 def test_sigterm_hands_every_running_job_back(tmp_path, redis_db) -> None:
     """Two jobs running in one worker (threads pool), SIGTERM: both stop at a step boundary with
-    their checkpoints written and are back on the queue within seconds (the default two-minute
+    their checkpoints written and are back on the queue within seconds (the default one-minute
     visibility timeout: only the worker's own requeue can be that fast), and the worker exits."""
     worker = Worker(tmp_path / "worker.log", jobs=2, default_timings=True)
     ids = [jobs.submit({**TINY, "steps": 100_000, "seed": s}) for s in (1, 2)]

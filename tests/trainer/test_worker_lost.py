@@ -2,7 +2,7 @@
 
 Real ``ganforge worker`` processes on the tests' Redis. The lost-worker test runs with the
 default queue timings (what a deployment gets: the session's short ones are dropped), so it
-lasts about as long as the default visibility timeout (two minutes) plus the job.
+lasts about as long as the default visibility timeout (a minute) plus the job.
 """
 
 import json
@@ -16,7 +16,7 @@ from ganforge import jobs, store
 from ganforge.queue import TASK_NAME, UNACKED_INDEX_KEY, app
 from ganforge.settings import Settings, get_settings
 from tests.utils import ROOT
-from tests.utils.workers import TINY, Worker, default_env, wait_for
+from tests.utils.workers import TINY, Worker, default_env, steps_lasting, wait_for
 from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 
@@ -42,11 +42,13 @@ def test_live_job_longer_than_the_visibility_timeout_runs_once(tmp_path, redis_d
     stays with its worker while an idle worker sweeps for overdue deliveries; a duplicate
     delivery meanwhile waits on the lock, trains nothing, and returns the registered model."""
     vt = get_settings().visibility_timeout
+    # the reference width, D without the third conv: ~25 s of steps outlast the checks (the
+    # timeout, the duplicate's delivery) on this machine, whatever its speed
+    spec = {**TINY, "width": 64, "batch_size": 64, "d_extra_convs": 0}
+    steps = steps_lasting(25, spec)
     first = Worker(tmp_path / "first.log")
     try:
-        # the reference width, D without the third conv (~11 steps/s on 2 cores): 400 steps
-        # outlast the checks
-        job_id = jobs.submit({**TINY, "width": 64, "batch_size": 64, "d_extra_convs": 0, "steps": 400})
+        job_id = jobs.submit({**spec, "steps": steps})
         wait_for(job_id, lambda s: s.progress.get("step", 0) > 0)
         second = Worker(tmp_path / "second.log")  # idle: it sweeps for overdue deliveries
         try:
@@ -58,7 +60,7 @@ def test_live_job_longer_than_the_visibility_timeout_runs_once(tmp_path, redis_d
                 time.sleep(0.25)
             assert worst < vt / 2, f"delivery not renewed: {worst:.1f} s old"
             st = jobs.status(job_id)
-            assert st.state == "PROGRESS" and st.progress["step"] < 400, "job too short to test"
+            assert st.state == "PROGRESS" and st.progress["step"] < steps, "job too short to test"
             assert job_id not in second.log.read_text()  # nothing was delivered to it
 
             # a duplicate delivery (what a false redelivery would be) while the job runs

@@ -1,7 +1,7 @@
 """A worker stopped the way Kubernetes stops a pod (SIGTERM) hands its job back at once.
 
 Real ``ganforge worker`` processes on the tests' Redis, with the default queue timings (a
-two-minute visibility timeout, a one-minute lock): the job must be back on the queue within
+one-minute visibility timeout and lock): the job must be back on the queue within
 seconds, so only the worker's own requeue can have put it there.
 """
 

@@ -66,6 +66,29 @@ class Worker:
                 self.kill()
 
 
+def steps_lasting(seconds: float, spec: dict) -> int:
+    """How many steps of ``spec`` train for about ``seconds`` on this machine now, timed in this
+    process (after a few warm-up steps, without the run's callbacks). A job that must outlast a
+    test's checks is sized in seconds this way: a step count that outlasts them on the fastest
+    CPU costs a slow one minutes. The worker that trains the job shares the CPU with the test's
+    polling and runs the callbacks too, so the job lasts at least about this long."""
+    from ganforge.settings import get_settings
+    from ganforge.spec import TrainConfig
+    from trainer.loop import GANTrainer
+    from trainer.pipeline import load_data
+
+    cfg = TrainConfig(**{**spec, "steps": 10_000})
+    trainer = GANTrainer(cfg, load_data(cfg, get_settings()))
+    trainer.begin()
+    for _ in range(3):
+        trainer.advance()
+    start, steps = time.perf_counter(), 0
+    while steps < 5 or time.perf_counter() - start < 1.0:
+        trainer.advance()
+        steps += 1
+    return max(20, round(seconds * steps / (time.perf_counter() - start)))
+
+
 def queued_ids(redis_db, queue: str) -> list[str]:
     """The job ids waiting in a queue (kombu keeps each message as JSON in a Redis list)."""
     return [json.loads(raw)["headers"]["id"] for raw in redis_db.lrange(queue, 0, -1)]
