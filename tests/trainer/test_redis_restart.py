@@ -65,10 +65,10 @@ def test_redis_restart_loses_no_job(tmp_path) -> None:
     env = {"GANFORGE_BROKER_URL": url, "GANFORGE_RESULT_BACKEND": url,
            "BENTOML_HOME": str(tmp_path / "bentoml")}
     server = worker = None
-    # G and D at the reference width, D without the third conv: ~25 s of steps on this machine
+    # G and D at the reference width, D without the third conv: ~20 s of steps on this machine
     # train across the outage
     spec = {**TINY, "width": 64, "batch_size": 64, "d_extra_convs": 0}
-    steps = steps_lasting(25, spec)
+    steps = steps_lasting(20, spec)
     rds = start_redis(port, folder, tmp_path / "redis.log")
     try:
         worker = Worker(tmp_path / "worker.log", env=env, default_timings=True)
