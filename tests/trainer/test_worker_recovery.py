@@ -16,9 +16,14 @@ from trainer.checkpoint import CHECKPOINT_NAME, load_checkpoint
 
 
 def embedded_env(tmp_path: Path) -> dict[str, str]:
-    """No broker configured: the embedded queue under ``tmp_path/var``."""
+    """No broker configured: the embedded queue under ``tmp_path/var``, whose feature cache is
+    the session's (the judge's features of the test images are not computed again)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("GANFORGE_BROKER_URL", "GANFORGE_RESULT_BACKEND")}
+    session_cache = get_settings().feature_cache.resolve()
+    session_cache.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "var").mkdir(exist_ok=True)
+    (tmp_path / "var" / "cache").symlink_to(session_cache, target_is_directory=True)
     env.update(GANFORGE_VAR_DIR=str(tmp_path / "var"), GANFORGE_BROKER_URL="",
                GANFORGE_RESULT_BACKEND="")
     return env
