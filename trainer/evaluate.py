@@ -181,8 +181,6 @@ def evaluate(sample: SampleFn, *, latent_dim: int, conditional: bool, data_dir: 
                      for c in range(k)]
     m = min(n, 10_000)  # the baseline's image count (and the conditional labels' mix at that count)
     counts = None if labels is None else tuple(np.bincount(labels[:m], minlength=k).tolist())
-    if cache is not None:
-        cache = FeatureCache(Path(cache.folder).resolve(), cache.max_bytes)
     test_feats, baseline = _reference(judge, dataset, data_dir, m, counts, cache)
     fcd = frechet_distance(np.concatenate(feats).astype(np.float64), test_feats)
     return EvalReport(samples=n, label_accuracy=acc, per_class_accuracy=per_class,

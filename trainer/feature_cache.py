@@ -37,6 +37,8 @@ class FeatureCache:
     def __post_init__(self) -> None:
         if self.max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0, got {self.max_bytes}")
+        # absolute: the same folder is the same cache (the evaluator's per-process lru_caches)
+        object.__setattr__(self, "folder", Path(self.folder).resolve())
 
     @classmethod
     def of(cls, settings: Settings) -> "FeatureCache | None":
