@@ -7,7 +7,9 @@
 Each config gets its own trainer on the real data set (the loop ``ganforge train`` runs, with
 no callbacks unless asked: no judging, sampling or checkpointing); the configs take turns for ``--rounds``
 rounds of ``--steps`` steps after ``--warmup`` steps each, so a machine that slows down mid-run
-slows them all, and the medians are printed with each one's ratio to the first config. What a
+slows them all, and the medians are printed with each one's ratio to the first config and the
+median of its round-by-round ratios to the first config's same rounds (steadier where the
+machine's speed drifts: each ratio's two sides ran seconds apart). What a
 sweep needs to give a slower change the same seconds as the recipe (``bench/sweep.py --steps``).
 A config's ``"variant"`` key builds that architecture variant of ``bench/variants.py`` instead;
 ``"callbacks": true`` hangs the pipeline's checkpoint, sample grid and loss history off it, as
@@ -65,6 +67,7 @@ def main() -> None:
     for i, c in enumerate(args.configs):
         changes = json.loads(c)
         variant, with_callbacks = changes.pop("variant", "none"), changes.pop("callbacks", False)
+        changes = variants.config(variant, changes)
         cfg = TrainConfig(**{"steps": steps, "device": device.type, **changes})
         callbacks = run_callbacks(cfg, runs / f"config-{i}") if with_callbacks else []
         with variants.building(variant):
@@ -89,13 +92,16 @@ def main() -> None:
             system[i] += after.ru_stime - before.ru_stime
     first = statistics.median(times[0])
     steps = args.rounds * args.steps
-    print("| config | ms a step (median) | rounds | against the first | page faults a step | "
-          "system ms a step |")
-    print("|---|---|---|---|---|---|")
+    print("| config | ms a step (median) | rounds | against the first | round by round | "
+          "page faults a step | system ms a step |")
+    print("|---|---|---|---|---|---|---|")
     for i, (config, seen) in enumerate(zip(args.configs, times, strict=True)):
         ms = statistics.median(seen)
+        # each round against the first config's same round (the configs take turns within one,
+        # so a machine that slows for a while slows both sides of each ratio)
+        paired = statistics.median(s / f for s, f in zip(seen, times[0], strict=True))
         print(f"| `{config}` | {ms:.1f} | {', '.join(f'{s:.1f}' for s in seen)} | {ms / first:.2f}x | "
-              f"{faults[i] / steps:.0f} | {system[i] / steps * 1000:.1f} |")
+              f"{paired:.2f}x | {faults[i] / steps:.0f} | {system[i] / steps * 1000:.1f} |")
     shutil.rmtree(runs, ignore_errors=True)
 
 

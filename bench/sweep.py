@@ -135,7 +135,7 @@ def main() -> None:
     out: list = []
     data_cache: dict = {}
     for spec in args.configs:
-        changes = json.loads(spec)
+        changes = variants.config(args.variant, json.loads(spec))
         cfg = TrainConfig(**{"steps": args.steps, "device": device, "dataset": args.dataset,
                              **changes})
         key = (cfg.dataset, cfg.image_size, cfg.channels)

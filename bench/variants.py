@@ -31,11 +31,17 @@ the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reprod
   appended to the 7x7 map (a copy of it, 129 channels), then the conv over it. The same function
   as today's ``LabelSpread.conv`` (the conv of the map plus each image's spread times the conv of
   a plane of ones); ``bench/step_time.py`` times the two.
+- ``autogradspread``: the spread's values and plane term as they were until 2026-11-30's eighth
+  session: autograd's chain through the statistics (the map copied into (C, H, W) order and to
+  float32, whose products autocast then ran in bf16) and through ``out + spread * plane``. The
+  same function as today's ``SpreadValues`` and ``SpreadPlane`` but for the bf16 products'
+  rounding; ``bench/step_time.py`` times the two.
 """
 
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,7 +50,7 @@ import models
 from models.layers import LabelSpread, maybe_sn
 
 VARIANTS = ("none", "deep7", "mbstd", "mbstd_class", "cbn", "gdeep7", "gdeep7x2", "gdeep14",
-            "wideg", "upconv", "upconv28", "sng", "flathead", "spreadcat")
+            "wideg", "upconv", "upconv28", "sng", "flathead", "spreadcat", "autogradspread")
 
 
 class MinibatchStd(nn.Module):
@@ -103,6 +109,28 @@ class CatSpreadDiscriminator(nn.Module):
         return self.d.head(phi, labels)
 
 
+class AutogradSpread(LabelSpread):
+    """``LabelSpread`` with its values and plane term in autograd's ops, as they were."""
+
+    def values(self, x: torch.Tensor, labels: torch.Tensor, batches: int = 1) -> torch.Tensor:
+        if batches != 1:
+            raise SystemExit("autogradspread takes one batch a call: leave d_joint off")
+        flat = x.float().flatten(1)  # (n, c*h*w): a copy of a channels_last map
+        onehot = nn.functional.one_hot(labels, self.num_classes).to(flat.dtype)  # (n, K)
+        counts = onehot.sum(0).clamp(min=1).unsqueeze(1)  # (K, 1)
+        mean = onehot.T @ flat / counts  # (K, c*h*w); bf16 under autocast
+        var = (onehot.T @ flat.square() / counts - mean.square()).clamp(min=0)
+        return var.add(1e-8).sqrt().mean(1)[labels]  # (n,)
+
+    @staticmethod
+    def conv(conv: nn.Conv2d, x: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+        weight = conv.weight
+        out = nn.functional.conv2d(x, weight[:, :-1], conv.bias, conv.stride, conv.padding, conv.dilation)
+        plane = nn.functional.conv2d(x.new_ones((1, 1, *x.shape[2:])), weight[:, -1:], None, conv.stride,
+                                     conv.padding, conv.dilation)  # (1, out, h, w)
+        return out + spread.to(out.dtype).view(-1, 1, 1, 1) * plane
+
+
 class ConditionalBatchNorm(nn.Module):
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, num_classes: int) -> None:
         super().__init__()
@@ -131,6 +159,13 @@ class CBNGenerator(nn.Module):
         h = torch.relu(self.bn1(h, y)).view(-1, top, side, side)  # (N, 2w, 7, 7)
         h = torch.relu(self.bn2(g.up[0](h), y))  # (N, w, 14, 14)
         return torch.tanh(g.up[3](h))  # (N, 1, 28, 28)
+
+
+def config(variant: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """``changes`` for a run of ``variant``: its D takes one batch a call (the variants' forward
+    knows no ``batches``, and their own cross-image planes would mix stacked batches), so
+    ``d_joint`` is off unless the changes say."""
+    return changes if variant == "none" else {"d_joint": False, **changes}
 
 
 def patch(variant: str) -> None:
@@ -181,6 +216,10 @@ def patch(variant: str) -> None:
             if D.spread is None:
                 raise SystemExit('--variant spreadcat needs "d_label_spread": true')
             D = CatSpreadDiscriminator(D)
+        elif variant == "autogradspread":
+            if D.spread is None:
+                raise SystemExit('--variant autogradspread needs the label spread (the default)')
+            D.spread.__class__ = AutogradSpread  # the same module, its two functions as they were
         return G, D
 
     models.build = patched  # type: ignore[assignment]

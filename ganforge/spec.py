@@ -39,7 +39,7 @@ RESUMABLE = frozenset({"steps", "device"})  # what a resumed run may change
 # (``TrainConfig.from_stored``).
 ADDED_LATER: dict[str, Any] = {"lr_decay": "none", "r1_gamma": 0.0, "augment": "none",
                                "d_extra_convs": 0, "ema_bn_batches": 0, "d_label_spread": False,
-                               "class_loss": 0.0}
+                               "class_loss": 0.0, "d_joint": False}
 
 
 class TrainConfig(BaseModel):
@@ -76,6 +76,10 @@ class TrainConfig(BaseModel):
     beta2: float = Field(0.9, ge=0.0, lt=1.0, description="Adam beta2")
     d_steps: int = Field(0, ge=0, le=100,
                          description="D (critic) steps per G step; 0 = 5 for wgan-gp, else 1")
+    d_joint: bool = Field(True, description="the fixed schedule's D step gives D its real and "
+                                            "fake batches in one call (one pass over its weights, "
+                                            "one spectral-norm power step; the label spread still "
+                                            "per batch); false: two calls")
     ema_decay: float = Field(0.995, ge=0.0, lt=1.0,
                              description="EMA decay of G (0: no EMA); a warm-up, (1 + step) / "
                                          "(10 + step), caps it early: 0.995 applies from step "

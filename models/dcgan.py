@@ -98,8 +98,10 @@ class Discriminator(nn.Module):
         self.head = ProjectionHead(top * start * start, projection, sn)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-                classes: bool = False) -> torch.Tensor:
-        """(N,) logits; ``classes``: (N, 1 + classes), every class's score after them."""
+                classes: bool = False, batches: int = 1) -> torch.Tensor:
+        """(N,) logits; ``classes``: (N, 1 + classes), every class's score after them.
+        ``batches``: ``x`` holds that many batches of equal size, one after the other (a D
+        step's real and fake ones); only the label spread, which looks across a batch, cares."""
         check_labels(labels, self.cfg.num_classes, x.shape[0])
         if self.concat_embed is not None:
             side = self.cfg.image_size
@@ -112,7 +114,7 @@ class Discriminator(nn.Module):
             for layer in layers:
                 if layer is self.spread:  # the plane and the conv after it, in one
                     conv = cast(nn.Conv2d, next(layers))
-                    phi = self.spread.conv(conv, phi, self.spread.values(phi, labels))
+                    phi = self.spread.conv(conv, phi, self.spread.values(phi, labels, batches))
                     # (N, top, s, s)
                 else:
                     phi = layer(phi)

@@ -1,5 +1,7 @@
 """Small building blocks shared by the families."""
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -73,18 +75,24 @@ class LabelSpread(nn.Module):
             raise ValueError(f"LabelSpread needs at least 2 classes, got {num_classes}")
         self.num_classes = num_classes
 
-    def values(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(n,) float32: each image's label's spread."""
-        flat = x.float().flatten(1)  # (n, c*h*w)
-        onehot = nn.functional.one_hot(labels, self.num_classes).to(flat.dtype)  # (n, K)
-        counts = onehot.sum(0).clamp(min=1).unsqueeze(1)  # (K, 1)
-        mean = onehot.T @ flat / counts  # (K, c*h*w)
-        var = (onehot.T @ flat.square() / counts - mean.square()).clamp(min=0)
-        return var.add(1e-8).sqrt().mean(1)[labels]  # (n,)
+    def values(self, x: torch.Tensor, labels: torch.Tensor, batches: int = 1) -> torch.Tensor:
+        """(n,) float32: each image's label's spread. ``batches``: ``x`` is that many batches of
+        equal size one after the other (D's real and fake batches in one call), each with its
+        own spread. The features are read in ``x``'s memory order (a channels_last map is not
+        copied into (C, H, W) order: the mean over them does not care), and the statistics are
+        float32 under autocast too (``SpreadValues``)."""
+        n = x.shape[0]
+        if n % batches:
+            raise ValueError(f"{n} images do not split into {batches} batches of equal size")
+        # batch b's label k is group b * K + k
+        group = labels + self.num_classes * (torch.arange(n, device=labels.device) // (n // batches))
+        onehot = nn.functional.one_hot(group, self.num_classes * batches).float()  # (n, bK)
+        per_group = cast(torch.Tensor, SpreadValues.apply(flat_in_memory_order(x), onehot))  # (bK,)
+        return per_group[group]  # (n,)
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, batches: int = 1) -> torch.Tensor:
         n, _, h, w = x.shape
-        spread = self.values(x, labels).to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)
+        spread = self.values(x, labels, batches).to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)
         return torch.cat([x, spread], 1)  # (n, c+1, h, w)
 
     @staticmethod
@@ -101,7 +109,86 @@ class LabelSpread(nn.Module):
         ones = x.new_ones((1, 1, *x.shape[2:]))
         plane = nn.functional.conv2d(ones, weight[:, -1:], None, conv.stride, conv.padding,
                                      conv.dilation)  # (1, out, h, w)
-        return out + spread.to(out.dtype).view(-1, 1, 1, 1) * plane
+        return cast(torch.Tensor, SpreadPlane.apply(out, spread, plane))
+
+
+def channels_last_only(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a channels_last map and not also contiguous (one channel is both)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def flat_in_memory_order(x: torch.Tensor) -> torch.Tensor:
+    """(n, features) of ``x``: a channels_last map in its own (h, w, c) order, a view where a
+    (c, h, w) flatten would copy; for sums and means over the features the order does not count."""
+    return (x.permute(0, 2, 3, 1) if channels_last_only(x) else x).reshape(x.shape[0], -1)
+
+
+class SpreadPlane(torch.autograd.Function):
+    """``out + spread_i * plane`` (``LabelSpread.conv``'s plane term) for a (n, o, h, w) ``out``,
+    (n,) ``spread`` and (1, o, h, w) ``plane``, in one pass; its gradient takes two
+    matrix-vector products over the incoming one, where autograd's chain makes four passes
+    (two products, two sums). The backward is ordinary ops on the inputs, so a gradient of it
+    (R1's penalty) is autograd's."""
+
+    @staticmethod
+    def forward(ctx: Any, out: torch.Tensor, spread: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(spread, plane)
+        return torch.addcmul(out, spread.to(out.dtype).view(-1, 1, 1, 1), plane)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        spread, plane = ctx.saved_tensors
+        order = channels_last_only(grad)
+        g = flat_in_memory_order(grad)  # (n, F)
+        ordered = plane.permute(0, 2, 3, 1) if order else plane  # the same order as g's
+        grad_spread = (g @ ordered.reshape(-1).to(g.dtype)).to(spread.dtype)  # (n,)
+        grad_plane = (spread.to(g.dtype) @ g).view(ordered.shape)  # (1, h, w, o) or (1, o, h, w)
+        grad_plane = grad_plane.permute(0, 3, 1, 2) if order else grad_plane
+        return grad, grad_spread, grad_plane.to(plane.dtype)
+
+
+def spread_stats(flat: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per label, over the rows of ``flat`` (n, F) that ``onehot`` (n, K) gives it, in float32
+    (float64 for float64): ``(flat in that dtype, counts (K, 1), mean (K, F), variance before its
+    clamp at 0 (K, F), spread (K,))``. The variance is E[x^2] - E[x]^2, which cancels where the
+    mean is large against the spread: autocast would run the products in bf16, so it is off."""
+    with torch.autocast(flat.device.type, enabled=False):
+        x = flat.to(torch.promote_types(flat.dtype, torch.float32))
+        onehot = onehot.to(x.dtype)
+        counts = onehot.sum(0).clamp(min=1).unsqueeze(1)
+        mean = onehot.T @ x / counts
+        raw = onehot.T @ x.square() / counts - mean.square()
+        spread = raw.clamp(min=0).add(1e-8).sqrt().mean(1)
+    return x, counts, mean, raw, spread
+
+
+class SpreadValues(torch.autograd.Function):
+    """``LabelSpread``'s per-label spread (K,) from ``flat`` (n, F), with the gradient written
+    out: for an image x_i of label k, d spread_k / d x_i = (x_i - mean_k) / (n_k F std_k) (per
+    feature, where the variance is above 0), two row gathers and one multiply-add over the map
+    in its own dtype, where autograd's chain through the statistics makes about ten passes in
+    float32. Under ``create_graph`` (R1's penalty differentiates the gradient again) the backward
+    is autograd's over the same statistics, so that it has a gradient itself."""
+
+    @staticmethod
+    def forward(ctx: Any, flat: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+        _, counts, mean, raw, spread = spread_stats(flat, onehot)
+        ctx.save_for_backward(flat, onehot, counts, mean, raw)
+        return spread
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, None]:
+        flat, onehot, counts, mean, raw = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a graph of the gradient is asked for: autograd's own
+            again = spread_stats(flat, onehot)[-1]
+            return torch.autograd.grad(again, flat, grad, create_graph=True)[0], None
+        with torch.autocast(flat.device.type, enabled=False):
+            std = raw.clamp(min=0).add(1e-8).sqrt()  # (K, F)
+            a = (grad.to(raw.dtype)[:, None] / (counts * raw.shape[1])) * (raw >= 0) / std  # (K, F)
+            label = onehot.argmax(1)  # (n,)
+            # x_i a_k - mean_k a_k in the map's own dtype (bf16 under autocast: its gradient's)
+            scale, shift = a.to(flat.dtype)[label], (-a * mean).to(flat.dtype)[label]  # (n, F)
+            return torch.addcmul(shift, flat, scale), None
 
 
 def check_labels(labels: torch.Tensor | None, num_classes: int, batch: int) -> None:

@@ -68,8 +68,9 @@ class Discriminator(nn.Module):
         self.head = ProjectionHead(w, projection, sn)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None,
-                classes: bool = False) -> torch.Tensor:
-        """(N,) logits; ``classes``: (N, 1 + classes), every class's score after them."""
+                classes: bool = False, batches: int = 1) -> torch.Tensor:
+        """(N,) logits; ``classes``: (N, 1 + classes), every class's score after them.
+        ``batches`` (stacked batches) changes nothing here: no layer looks across images."""
         check_labels(labels, self.cfg.num_classes, x.shape[0])
         h = x.flatten(1)  # (N, P): 784 for MNIST
         if self.concat_embed is not None:

@@ -133,13 +133,30 @@ def frozen(module: torch.nn.Module, freeze: bool = True) -> Iterator[None]:
 
 
 def discriminate(D: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor | None,
-                 classes: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 classes: bool, batches: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """D's (N,) logits on ``x`` and, with ``classes`` (the class loss), its (N, classes) class
-    scores from the same forward; None without."""
+    scores from the same forward; None without. ``batches``: ``x`` is that many batches stacked
+    (the families' ``Discriminator.forward``)."""
+    stacked: dict[str, int] = {"batches": batches} if batches > 1 else {}
     if not classes:
-        return D(x, y), None
-    out = D(x, y, classes=True)  # (N, 1 + classes)
+        return D(x, y, **stacked), None
+    out = D(x, y, classes=True, **stacked)  # (N, 1 + classes)
     return out[:, 0], out[:, 1:]
+
+
+def discriminate_both(D: Callable[..., torch.Tensor], real: torch.Tensor, fake: torch.Tensor,
+                      y: torch.Tensor | None, classes: bool, joint: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """A D step's logits on its real and its fake batch (both of labels ``y``), and with
+    ``classes`` D's class scores on the real one: with ``joint`` (``d_joint``) in one call over
+    both batches stacked, else in two."""
+    if not joint:
+        d_real, scores = discriminate(D, real, y, classes)
+        return d_real, D(fake, y), scores
+    n = real.shape[0]
+    x = torch.cat([real, fake])  # (2N, C, H, W): the real batch, then the fake one
+    both, scores = discriminate(D, x, None if y is None else torch.cat([y, y]), classes, batches=2)
+    return both[:n], both[n:], None if scores is None else scores[:n]
 
 
 @torch.no_grad()
@@ -339,8 +356,9 @@ class GANTrainer:
                 r1_due = self.r1_due(i)
                 if r1_due:
                     x_real = x_real.detach().requires_grad_(True)
-                d_real, classes = discriminate(D, x_real, y_in, bool(cfg.class_loss))
-                d_fake = D(diff_augment(fake.detach(), cfg.augment), y_in)
+                d_real, d_fake, classes = discriminate_both(
+                    D, x_real, diff_augment(fake.detach(), cfg.augment), y_in, bool(cfg.class_loss),
+                    cfg.d_joint)
                 d_loss = self.loss.d_loss(d_real, d_fake, cfg.real_label)
                 if classes is not None:  # AC: D names the real images' labels
                     d_loss = d_loss + cfg.class_loss * class_loss(classes, y)

@@ -130,6 +130,29 @@ def test_d_label_spread_scores_an_image_with_the_batchs_images_of_its_label(cond
     assert torch.equal(plain(same, y)[[0, 2]], base_plain[[0, 2]])  # the plain D: no other image
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_stacked_batches_score_as_each_batch_alone(family: str) -> None:
+    """D on a D step's real and fake batches stacked (``batches=2``, the trainer's ``d_joint``)
+    gives each batch's logits and class scores as two calls do: the label spread of a real 3
+    sees the real 3s only. Stacked without saying so, the spread mixes the two batches."""
+    torch.manual_seed(0)
+    spread = family == "dcgan"
+    cfg = ModelConfig(num_classes=10, width=8, spectral_norm=True, d_extra_convs=int(spread),
+                      d_label_spread=spread, d_dropout=0.0)
+    D: Any = models.build(family, cfg)[1].eval()  # eval: spectral norm's power step stays put
+    real, fake = torch.randn(6, 1, 28, 28), torch.randn(6, 1, 28, 28)
+    y = torch.tensor([3, 3, 3, 5, 5, 7])
+    with torch.no_grad():
+        apart = torch.cat([D(real, y, classes=True), D(fake, y, classes=True)])
+        stacked = D(torch.cat([real, fake]), torch.cat([y, y]), classes=True, batches=2)
+        mixed = D(torch.cat([real, fake]), torch.cat([y, y]), classes=True)
+    torch.testing.assert_close(stacked, apart, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(mixed, apart, rtol=1e-5, atol=1e-5) == (not spread)
+    if spread:
+        with pytest.raises(ValueError, match="do not split into 2 batches"):
+            D(torch.randn(5, 1, 28, 28), torch.tensor([3, 3, 3, 5, 5]), batches=2)
+
+
 def test_label_spread_is_each_labels_feature_spread() -> None:
     torch.manual_seed(0)
     x, y = torch.randn(7, 4, 3, 3), torch.tensor([0, 0, 0, 2, 2, 1, 0])

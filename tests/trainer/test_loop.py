@@ -56,9 +56,10 @@ def test_resume_rebuilds_from_the_checkpoint_config(make_cfg, mnist_train, tmp_p
 def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mnist_train, tmp_path,
                                                                    monkeypatch) -> None:
     """A checkpoint written before ``lr_decay``, ``r1_gamma``, ``augment``, ``d_extra_convs``,
-    ``ema_bn_batches``, ``d_label_spread`` and ``class_loss`` existed trained without them: it
-    resumes without them even where today's defaults turn them on (``d_extra_convs`` is on by
-    default: 1, ``ema_bn_batches``: 50, ``d_label_spread``: on, ``class_loss``: 0.03)."""
+    ``ema_bn_batches``, ``d_label_spread``, ``class_loss`` and ``d_joint`` existed trained
+    without them: it resumes without them even where today's defaults turn them on
+    (``d_extra_convs`` is on by default: 1, ``ema_bn_batches``: 50, ``d_label_spread``: on,
+    ``class_loss``: 0.03, ``d_joint``: on)."""
     t = GANTrainer(make_cfg(steps=2, d_extra_convs=0), mnist_train,
                    callbacks=[Checkpointer(tmp_path, every=1)])
     t.fit()
@@ -80,6 +81,7 @@ def test_a_checkpoint_older_than_a_field_resumes_as_it_was_trained(make_cfg, mni
         assert resumed.cfg.ema_bn_batches == 0 != TrainConfig().ema_bn_batches
         assert not resumed.cfg.d_label_spread and resumed.D.spread is None
         assert resumed.cfg.class_loss == 0.0 != TrainConfig().class_loss
+        assert not resumed.cfg.d_joint and TrainConfig().d_joint
         assert resumed.cfg.lr_tail == 0.25
         resumed.fit()  # the D it was trained with: its weights loaded, one more step taken
         assert resumed.step == 3
@@ -94,6 +96,27 @@ def test_d_label_spread_reaches_the_discriminator(make_cfg, mnist_train) -> None
     assert t.arch.d_label_spread and t.D.spread is not None
     assert GANTrainer(make_cfg(d_label_spread=False), mnist_train).D.spread is None
     assert GANTrainer(make_cfg(d_extra_convs=0), mnist_train).D.spread is None
+
+
+def test_one_d_call_a_d_step_trains_as_two_calls(make_cfg, mnist_train, monkeypatch) -> None:
+    """``d_joint`` (the default) gives D a D step's real and fake batches in one call. Without
+    spectral norm (its power step runs once a call, so two calls take two) the run is the run of
+    two calls to float rounding, the label spread, the class loss and R1 included; with it, D is
+    called half as often in the D step. (The mlp family's D draws its dropout masks in another
+    order stacked: ``tests/models/test_families.py`` checks its stacking.)"""
+    fields = dict(steps=4, spectral_norm=False, amp="off", r1_every=2)
+    joint = GANTrainer(make_cfg(**fields), mnist_train)
+    calls: list[int] = []
+    D = joint.run_D
+    monkeypatch.setattr(joint, "run_D", lambda *a, **k: calls.append(a[0].shape[0]) or D(*a, **k))
+    joint.fit()
+    assert calls == [32, 16] * 4  # the D step's 2 x 16 images, then the G step's 16
+    apart = GANTrainer(make_cfg(d_joint=False, **fields), mnist_train)
+    apart.fit()
+    for net in ("G", "D", "G_ema"):
+        a, b = joint.state_dict()[net], apart.state_dict()[net]
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{net}.{k}")
 
 
 def test_same_seed_same_weights_other_seed_differs(make_cfg, mnist_train) -> None:
