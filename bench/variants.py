@@ -31,7 +31,7 @@ the sweep's variant rows ran with none, so pass ``"d_extra_convs": 0`` to reprod
   appended to the 7x7 map (a copy of it, 129 channels), then the conv over it. The same function
   as today's ``LabelSpread.conv`` (the conv of the map plus each image's spread times the conv of
   a plane of ones); ``bench/step_time.py`` times the two.
-- ``autogradspread``: the spread's values and plane term as they were until 2026-11-30's eighth
+- ``autogradspread``: the spread's values and plane term as they were until 2026-11-30's seventh
   session: autograd's chain through the statistics (the map copied into (C, H, W) order and to
   float32, whose products autocast then ran in bf16) and through ``out + spread * plane``. The
   same function as today's ``SpreadValues`` and ``SpreadPlane`` but for the bf16 products'
