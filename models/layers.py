@@ -45,7 +45,7 @@ class ProjectionHead(nn.Module):
         bias: torch.Tensor = self.linear.bias  # type: ignore[assignment]
         if self.embed is not None:
             rows = torch.cat([rows, self.embed.weight])  # (1 + classes, F)
-        if phi.dim() == 4 and phi.is_contiguous(memory_format=torch.channels_last):
+        if channels_last_only(phi):
             rows = rows.view(-1, *phi.shape[1:]).permute(0, 2, 3, 1).reshape(rows.shape[0], -1)
             phi = phi.permute(0, 2, 3, 1)  # (N, H, W, C): a view of channels_last memory
         scores = nn.functional.linear(phi.reshape(phi.shape[0], -1), rows)  # (N, 1 + classes)
@@ -149,8 +149,8 @@ class SpreadPlane(torch.autograd.Function):
 
 def spread_stats(flat: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per label, over the rows of ``flat`` (n, F) that ``onehot`` (n, K) gives it, in float32
-    (float64 for float64): ``(flat in that dtype, counts (K, 1), mean (K, F), variance before its
-    clamp at 0 (K, F), spread (K,))``. The variance is E[x^2] - E[x]^2, which cancels where the
+    (float64 for float64): ``(counts (K, 1), mean (K, F), variance before its clamp at 0 (K, F),
+    spread (K,))``. The variance is E[x^2] - E[x]^2, which cancels where the
     mean is large against the spread: autocast would run the products in bf16, so it is off."""
     with torch.autocast(flat.device.type, enabled=False):
         x = flat.to(torch.promote_types(flat.dtype, torch.float32))
@@ -159,7 +159,7 @@ def spread_stats(flat: torch.Tensor, onehot: torch.Tensor) -> tuple[torch.Tensor
         mean = onehot.T @ x / counts
         raw = onehot.T @ x.square() / counts - mean.square()
         spread = raw.clamp(min=0).add(1e-8).sqrt().mean(1)
-    return x, counts, mean, raw, spread
+    return counts, mean, raw, spread
 
 
 class SpreadValues(torch.autograd.Function):
@@ -172,7 +172,7 @@ class SpreadValues(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, flat: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-        _, counts, mean, raw, spread = spread_stats(flat, onehot)
+        counts, mean, raw, spread = spread_stats(flat, onehot)
         ctx.save_for_backward(flat, onehot, counts, mean, raw)
         return spread
 
