@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     result_backend: str | None = None
     var_dir: Path = Path("var")
     # The evaluator's files of real images' judge features under var_dir/cache
-    # (trainer/feature_cache.py): the least recently used go past this many bytes; 0: none kept.
+    # (trainer/feature_cache.py): the least recently used go past this many bytes; 0: none kept
+    # (the MNIST test split's features take 10 MB).
     feature_cache_bytes: int = Field(256 * 2**20, ge=0)
     # A job whose worker stopped renewing its delivery (SIGKILL, a lost node) goes back to the
     # queue after this long, for another worker to resume from its checkpoint. A running job's

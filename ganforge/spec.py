@@ -287,21 +287,22 @@ class TrainConfig(BaseModel):
         return cls.model_validate({**ADDED_LATER, **data})
 
 
+def filled_in(fields: dict[str, Any], *names: str) -> dict[str, Any]:
+    """``names``' values in ``fields``, today's defaults for those not given."""
+    return {name: fields.get(name, TrainConfig.model_fields[name].default) for name in names}
+
+
 def spread_applies(fields: dict[str, Any]) -> bool:
     """Whether D can take the label spread plane (``d_label_spread``) with these fields (today's
     defaults for those not given): a conditional dcgan with an extra conv to put it before."""
-    defaults = TrainConfig.model_fields
-    given = {name: fields.get(name, defaults[name].default)
-             for name in ("family", "conditional", "d_extra_convs")}
+    given = filled_in(fields, "family", "conditional", "d_extra_convs")
     return given["family"] == "dcgan" and bool(given["conditional"]) and given["d_extra_convs"] >= 1
 
 
 def class_loss_applies(fields: dict[str, Any]) -> bool:
     """Whether the class loss can run with these fields (today's defaults for those not given):
     a conditional D with projection conditioning (its class scores), on the fixed schedule."""
-    defaults = TrainConfig.model_fields
-    given = {name: fields.get(name, defaults[name].default)
-             for name in ("conditional", "d_conditioning", "schedule")}
+    given = filled_in(fields, "conditional", "d_conditioning", "schedule")
     return (bool(given["conditional"]) and given["d_conditioning"] == "projection"
             and given["schedule"] == "fixed")
 

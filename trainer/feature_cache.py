@@ -32,7 +32,7 @@ STALE_TMP_SECONDS = 3600  # a writer's temporary file older than this belongs to
 @dataclass(frozen=True)
 class FeatureCache:
     folder: Path
-    max_bytes: int = 256 * 2**20  # the MNIST test split's features take 10 MB
+    max_bytes: int = Settings.model_fields["feature_cache_bytes"].default  # the setting's default
 
     def __post_init__(self) -> None:
         if self.max_bytes < 0:
