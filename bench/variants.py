@@ -123,11 +123,7 @@ class AutogradSpread(LabelSpread):
         return var.add(1e-8).sqrt().mean(1)[labels]  # (n,)
 
     @staticmethod
-    def conv(conv: nn.Conv2d, x: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
-        weight = conv.weight
-        out = nn.functional.conv2d(x, weight[:, :-1], conv.bias, conv.stride, conv.padding, conv.dilation)
-        plane = nn.functional.conv2d(x.new_ones((1, 1, *x.shape[2:])), weight[:, -1:], None, conv.stride,
-                                     conv.padding, conv.dilation)  # (1, out, h, w)
+    def add_plane(out: torch.Tensor, spread: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
         return out + spread.to(out.dtype).view(-1, 1, 1, 1) * plane
 
 

@@ -166,7 +166,7 @@ class TrainConfig(BaseModel):
             data = {**datasets.recipe_for(data.get("dataset", "mnist")), **data}
         if "r1_gamma" not in data:
             loss = data.get("loss", "")
-            every = data.get("r1_every", cls.model_fields["r1_every"].default)
+            every = filled_in(data, "r1_every")["r1_every"]
             runs = loss != "wgan-gp"
             try:  # the compile modes' own rule, asked of the default
                 refuse_compile(data.get("compile", "auto"), "R1",

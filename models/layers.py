@@ -95,8 +95,8 @@ class LabelSpread(nn.Module):
         spread = self.values(x, labels, batches).to(x.dtype).view(n, 1, 1, 1).expand(n, 1, h, w)
         return torch.cat([x, spread], 1)  # (n, c+1, h, w)
 
-    @staticmethod
-    def conv(conv: nn.Conv2d, x: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def conv(cls, conv: nn.Conv2d, x: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
         """``conv(forward(x))`` for the plane's values ``spread``, the same to float rounding: a
         conv is linear, so over the map and a plane it is the conv of the map with the weights'
         first channels plus, per image, ``spread`` times the conv of a plane of ones with the
@@ -109,6 +109,11 @@ class LabelSpread(nn.Module):
         ones = x.new_ones((1, 1, *x.shape[2:]))
         plane = nn.functional.conv2d(ones, weight[:, -1:], None, conv.stride, conv.padding,
                                      conv.dilation)  # (1, out, h, w)
+        return cls.add_plane(out, spread, plane)
+
+    @staticmethod
+    def add_plane(out: torch.Tensor, spread: torch.Tensor, plane: torch.Tensor) -> torch.Tensor:
+        """``out + spread_i * plane``: ``conv``'s plane term (``SpreadPlane``)."""
         return cast(torch.Tensor, SpreadPlane.apply(out, spread, plane))
 
 
